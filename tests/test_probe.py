@@ -1,0 +1,129 @@
+import math
+
+import pytest
+import torch
+
+from nbsupport import probe
+
+
+def brute_force_logprob(model, tok, prompt, continuation):
+    """Score token by token with one unpadded forward pass per token."""
+    ids, start = probe.split_joint(tok, prompt, continuation)
+    total = 0.0
+    for t in range(start, len(ids)):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids[:t]])).logits[0, -1]
+        total += torch.log_softmax(logits, -1)[ids[t]].item()
+    return total
+
+
+PAIRS = [("Harry Potter studies", " magic"), ("The capital of France is", " Paris"),
+         ("The capital of France is", " a city of light and rivers"),
+         ("A cat", " sat on the mat"), ("Ron and", "\nHermione")]
+
+
+def test_continuation_logprobs_match_brute_force(tiny_model, tiny_tokenizer):
+    fast = probe.continuation_logprobs(tiny_model, tiny_tokenizer, PAIRS, batch_size=3)
+    for (p, c), got in zip(PAIRS, fast.tolist()):
+        assert got == pytest.approx(brute_force_logprob(tiny_model, tiny_tokenizer, p, c), abs=1e-4)
+
+
+def test_batch_size_and_padding_do_not_change_scores(tiny_model, tiny_tokenizer):
+    one = probe.continuation_logprobs(tiny_model, tiny_tokenizer, PAIRS, batch_size=1)
+    many = probe.continuation_logprobs(tiny_model, tiny_tokenizer, PAIRS, batch_size=5)
+    assert torch.allclose(one, many, atol=1e-5)
+
+
+def test_joint_tokenization_boundary(tiny_tokenizer):
+    ids, start = probe.split_joint(tiny_tokenizer, "Harry Potter studies", " magic")
+    assert tiny_tokenizer.decode(ids[:start]) == "Harry Potter studies"
+    assert tiny_tokenizer.decode(ids[start:]) == " magic"
+    with pytest.raises(ValueError, match="empty"):
+        probe.split_joint(tiny_tokenizer, "", " magic")
+
+
+def test_continuation_probabilities_of_all_next_tokens_sum_to_one(tiny_model, tiny_tokenizer):
+    # Summing P(single token | prompt) over the vocabulary must give 1: this ties
+    # continuation_logprobs to next_token_probs on every token at once.
+    probs = probe.next_token_probs(tiny_model, tiny_tokenizer, "The owl")
+    assert probs.sum().item() == pytest.approx(1.0, abs=1e-4)
+    for token in [" flew", " cat", " the"]:
+        ids, start = probe.split_joint(tiny_tokenizer, "The owl", token)
+        if len(ids) - start == 1:
+            lp = probe.continuation_logprobs(tiny_model, tiny_tokenizer, [("The owl", token)])[0]
+            assert math.exp(lp) == pytest.approx(probs[ids[start]].item(), rel=1e-4)
+
+
+def test_token_familiarity_sums_masses(tiny_model, tiny_tokenizer):
+    probes = [probe.TokenProbe("a", "Harry Potter studies", (" magic", " spells"), (" the",)),
+              probe.TokenProbe("b", "The capital of France is", (" Paris",), (" a", " the"))]
+    table = probe.token_familiarity(tiny_model, tiny_tokenizer, probes, progress=False)
+    lp = probe.continuation_logprobs(tiny_model, tiny_tokenizer,
+                                     [("Harry Potter studies", " magic"), ("Harry Potter studies", " spells")])
+    assert table.loc[0, "p_target"] == pytest.approx(lp.exp().sum().item(), rel=1e-5)
+    assert probe.familiarity_score(table) == pytest.approx(table["p_target"].mean())
+    assert (table[["p_target", "p_generic"]] <= 1).all().all()
+
+
+def test_knowledge_accuracy_picks_most_likely_choice(tiny_model, tiny_tokenizer):
+    probes = [probe.KnowledgeProbe("k", "The capital of France is", " Paris", (" Rome", " cat"))]
+    table = probe.knowledge_accuracy(tiny_model, tiny_tokenizer, probes, progress=False)
+    scores = probe.continuation_logprobs(tiny_model, tiny_tokenizer,
+                                         [("The capital of France is", c) for c in probes[0].choices])
+    assert table.loc[0, "predicted"] == probes[0].choices[int(scores.argmax())].strip()
+    assert table.loc[0, "correct"] == (int(scores.argmax()) == 0)
+
+
+def test_topk_is_sorted_and_matches_probs(tiny_model, tiny_tokenizer):
+    table = probe.next_token_topk(tiny_model, tiny_tokenizer, "The cat", k=5)
+    assert len(table) == 5 and table["prob"].is_monotonic_decreasing
+    probs = probe.next_token_probs(tiny_model, tiny_tokenizer, "The cat")
+    assert table["prob"].iloc[0] == pytest.approx(probs.max().item())
+
+
+def test_greedy_completion_is_deterministic_and_sampling_is_seeded(tiny_model, tiny_tokenizer):
+    prompts = ["The cat", "Harry Potter studies magic at"]
+    a = probe.complete(tiny_model, tiny_tokenizer, prompts, max_new_tokens=6, progress=False)
+    b = probe.complete(tiny_model, tiny_tokenizer, prompts, max_new_tokens=6, progress=False, batch_size=1)
+    assert a == b  # left padding in a batch must not change greedy output
+    s1 = probe.complete(tiny_model, tiny_tokenizer, prompts, 6, greedy=False, seed=3, progress=False)
+    s2 = probe.complete(tiny_model, tiny_tokenizer, prompts, 6, greedy=False, seed=3, progress=False)
+    assert s1 == s2
+
+
+# ----------------------------------------------------------------- probe data
+def test_builtin_probe_sets_are_large_and_valid():
+    tok = probe.load_probes("hp_token")
+    comp = probe.load_probes("hp_completion")
+    gk = probe.load_probes("general_knowledge")
+    assert len(tok) >= 60 and len(comp) >= 100 and len(gk) >= 100
+    for p in tok:
+        assert not set(p.target) & set(p.generic), p.id
+        assert all(c.strip() for c in p.target + p.generic), p.id
+    for p in gk:
+        assert p.answer.strip() and p.answer not in p.distractors, p.id
+    for p in comp:
+        assert all(t.lower() not in p.prompt.lower() for t in p.target_terms), p.id
+    for kind, items in (("token", tok), ("completion", comp), ("gk", gk)):
+        assert len({p.prompt for p in items}) == len(items), kind
+        assert len({p.id for p in items}) == len(items), kind
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"id": "x", "prompt": "A", "target": [" b"], "generic": [" b"]}, "overlap"),
+    ({"id": "x", "prompt": "A", "target": [" "], "generic": [" c"]}, "empty continuation"),
+    ({"id": "x", "prompt": "", "target": [" b"], "generic": [" c"]}, "non-empty"),
+])
+def test_bad_probe_files_name_the_probe(tmp_path, bad, message):
+    path = tmp_path / "p.json"
+    path.write_text(__import__("json").dumps({"probes": [bad]}))
+    with pytest.raises(probe.ProbeDataError, match=message):
+        probe.load_probes("hp_token", path=path)
+
+
+def test_duplicate_prompts_are_rejected(tmp_path):
+    item = {"id": "a", "prompt": "A", "answer": " b", "distractors": [" c"]}
+    path = tmp_path / "gk.json"
+    path.write_text(__import__("json").dumps({"probes": [item, {**item, "id": "b"}]}))
+    with pytest.raises(probe.ProbeDataError, match="duplicate prompt"):
+        probe.load_probes("general_knowledge", path=path)
