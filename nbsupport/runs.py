@@ -122,6 +122,14 @@ class Run:
     def write_text(self, name: str, text: str) -> Path:
         return write_text_atomic(self.path(name), text)
 
+    def write_table(self, name: str, table) -> Path:
+        """A pandas DataFrame as CSV (readable in any spreadsheet)."""
+        return write_text_atomic(self.path(name), table.to_csv(index=False))
+
+    def read_table(self, name: str):
+        import pandas as pd
+        return pd.read_csv(self.require(name))
+
     def save_figure(self, name: str, fig) -> Path:
         with atomic_path(self.path(name)) as tmp:
             fig.savefig(tmp, format=Path(name).suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")

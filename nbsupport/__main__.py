@@ -1,0 +1,52 @@
+"""Command line: ``python -m nbsupport {run,prepare-model,profiles}``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import PROFILES
+
+    parser = argparse.ArgumentParser(prog="python -m nbsupport", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute the notebook series with papermill")
+    run.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
+    run.add_argument("--run-dir", required=True, help="where outputs and executed notebooks go")
+    run.add_argument("--notebooks", default=None, help="folder of NN_name.ipynb (default: ./notebooks)")
+    run.add_argument("--only", nargs="*", default=(), help="notebook numbers to run, e.g. 01 02")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="override a notebook parameter, e.g. -p MODEL ./my-model")
+    run.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+    prep = sub.add_parser("prepare-model", help="convert the embedded GGUF model into the cache once")
+    prep.add_argument("--rebuild", action="store_true", help="convert again even if a cache exists")
+    sub.add_parser("profiles", help="print the named parameter profiles")
+    args = parser.parse_args(argv)
+
+    if args.command == "profiles":
+        print(json.dumps(PROFILES, indent=2))
+        return 0
+    if args.command == "prepare-model":
+        from .models import prepare_embedded
+        print(prepare_embedded(rebuild=args.rebuild))
+        return 0
+
+    from .runner import NotebookFailed, parse_value, run_series
+    params = {name: parse_value(value) for name, value in args.parameter}
+    try:
+        results = run_series(args.profile, args.run_dir, args.notebooks, args.only, params,
+                             log_output=args.log_output)
+    except NotebookFailed as err:
+        print(f"FAILED: {err}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    total = sum(r.seconds for r in results)
+    print(f"all {len(results)} notebook(s) ran in {total:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Plots for the course. Every function returns ``(fig, ax)`` and never calls
+``plt.show()``; call ``set_style()`` once in a notebook (never on import)."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+TARGET_COLOR = "#b5332e"   # Harry-Potter-specific continuations
+GENERIC_COLOR = "#3b6ea8"  # generic continuations
+NEUTRAL_COLOR = "#7a7a7a"
+
+
+def set_style() -> None:
+    """The course's plot style; call it explicitly in a notebook's setup cell."""
+    plt.rcParams.update({
+        "figure.figsize": (8, 4), "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
+        "axes.spines.top": False, "axes.spines.right": False, "font.size": 10,
+    })
+
+
+def topk_bars(table: pd.DataFrame, title: str = "", highlight: set[str] | None = None, ax=None):
+    """Horizontal bars of a top-k table (columns ``token``, ``prob``), most likely on top.
+
+    Tokens in ``highlight`` (compared without surrounding spaces) are drawn in the
+    target colour, so a learner sees at a glance where the Harry Potter answers sit.
+    """
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 0.3 * len(table) + 1))
+    highlight = {h.strip() for h in (highlight or ())}
+    labels = [repr(t) for t in table["token"]]
+    colors = [TARGET_COLOR if str(t).strip() in highlight else GENERIC_COLOR for t in table["token"]]
+    ax.barh(range(len(table))[::-1], table["prob"], color=colors)
+    ax.set_yticks(range(len(table))[::-1], labels)
+    ax.set_xlabel("probability")
+    ax.set_title(title)
+    return fig, ax
+
+
+def probe_summary(table: pd.DataFrame, title: str = "Token-probability probes", ax=None):
+    """Mean probability on target vs generic continuations, per probe category.
+
+    ``table`` is the output of ``probe.token_familiarity``.
+    """
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots()
+    means = table.groupby("category")[["p_target", "p_generic"]].mean().sort_values("p_target")
+    y = range(len(means))
+    ax.barh([i + 0.2 for i in y], means["p_target"], height=0.4, color=TARGET_COLOR,
+            label="Harry Potter continuations")
+    ax.barh([i - 0.2 for i in y], means["p_generic"], height=0.4, color=GENERIC_COLOR,
+            label="generic continuations")
+    ax.set_yticks(list(y), means.index)
+    ax.set_xlabel("mean probability mass")
+    ax.set_title(f"{title} (n={len(table)}, familiarity {table['p_target'].mean():.3f})")
+    ax.legend(loc="lower right")
+    return fig, ax

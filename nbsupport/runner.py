@@ -1,0 +1,109 @@
+"""Run the notebook series in batch with papermill.
+
+    python -m nbsupport run --profile cpu --run-dir runs/cpu
+    python -m nbsupport run --profile smoke --run-dir runs/ci --only 01
+    python -m nbsupport run --profile gpu --run-dir runs/gpu -p MODEL my/model
+
+Executed copies go to RUN_DIR/notebooks/. A failure stops the series and names
+the notebook and the cell that failed.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import PROFILES, ConfigError
+
+
+class NotebookFailed(RuntimeError):
+    def __init__(self, notebook: Path, cell: int | None, error: str, executed: Path):
+        self.notebook, self.cell, self.error, self.executed = notebook, cell, error, executed
+        where = f"cell {cell}" if cell is not None else "a cell"
+        super().__init__(f"{notebook.name} failed in {where}: {error}\n"
+                         f"  the executed copy with the traceback: {executed}")
+
+
+@dataclass
+class NotebookResult:
+    notebook: str
+    seconds: float
+
+
+def find_notebooks(directory: Path, only: Sequence[str] = ()) -> list[Path]:
+    """The numbered notebooks (``NN_name.ipynb``) in order, optionally filtered by
+    number or name prefix (``only=["01", "03"]``)."""
+    found = sorted(p for p in Path(directory).glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise FileNotFoundError(f"no numbered notebooks (NN_name.ipynb) in {directory}; "
+                                "pass --notebooks DIR pointing at the course's notebooks/ folder")
+    if only:
+        picked = [p for p in found if any(p.name.startswith(o) for o in only)]
+        missing = [o for o in only if not any(p.name.startswith(o) for p in found)]
+        if missing:
+            raise FileNotFoundError(f"no notebook matches {missing}; have: {[p.name for p in found]}")
+        found = picked
+    return found
+
+
+def default_notebook_dir() -> Path:
+    """``./notebooks`` when run from the repo, else the repo of an editable install."""
+    here = Path.cwd() / "notebooks"
+    return here if here.is_dir() else Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def source_cell_number(notebook: Path, source: str) -> int | None:
+    """1-based number of the cell with this source in the committed notebook (the
+    executed copy has papermill's injected-parameters cell, which shifts indices)."""
+    import nbformat
+
+    cells = nbformat.read(notebook, as_version=4).cells
+    return next((i + 1 for i, c in enumerate(cells) if c.source == source), None)
+
+
+def parse_value(text: str) -> Any:
+    """Command-line parameter values: JSON when it parses (5, 0.1, true, null), else text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def run_series(profile: str, run_dir: str | Path, notebook_dir: str | Path | None = None,
+               only: Sequence[str] = (), parameters: dict[str, Any] | None = None,
+               kernel_name: str = "python3", log_output: bool = False) -> list[NotebookResult]:
+    """Execute the notebooks in order; raise NotebookFailed at the first failing cell."""
+    import papermill as pm
+
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
+    notebook_dir = Path(notebook_dir) if notebook_dir else default_notebook_dir()
+    run_dir = Path(run_dir).expanduser().resolve()
+    out_dir = run_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notebooks = find_notebooks(notebook_dir, only)
+    declared = {nb: set(pm.inspect_notebook(str(nb))) for nb in notebooks}
+    unknown = sorted(set(parameters or {}) - set().union(*declared.values()))
+    if unknown:  # caught before anything runs, not after an hour of training
+        raise ConfigError(f"no notebook declares the parameter(s) {unknown}; "
+                          f"known: {sorted(set().union(*declared.values()))}")
+    results = []
+    for nb in notebooks:
+        params = {"PROFILE": profile, "RUN_DIR": str(run_dir), "INTERACTIVE": False,
+                  **(parameters or {})}
+        params = {k: v for k, v in params.items() if k in declared[nb]}
+        executed = out_dir / nb.name
+        print(f"==> {nb.name} (profile {profile})", flush=True)
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name=kernel_name,
+                                cwd=str(nb.parent), log_output=log_output, progress_bar=False)
+        except pm.PapermillExecutionError as err:
+            raise NotebookFailed(nb, source_cell_number(nb, err.source), f"{err.ename}: {err.evalue}",
+                                 executed) from None
+        seconds = time.perf_counter() - start
+        print(f"    done in {seconds:.0f} s -> {executed}", flush=True)
+        results.append(NotebookResult(nb.name, seconds))
+    return results

@@ -1,0 +1,91 @@
+"""The committed notebooks are clean and parameterised, and the whole series runs
+end to end under papermill in the smoke profile."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from nbsupport import runner
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS and NOTEBOOKS[0].name.startswith("01_")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebook_is_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs (make strip)"
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    assert tagged[0] == 1 and nb.cells[0].cell_type == "markdown", "parameters right after the title"
+    params = nb.cells[tagged[0]].source
+    for name in ("PROFILE", "RUN_DIR", "INTERACTIVE"):
+        assert f"\n{name} =" in "\n" + params
+    assert "accelerator" in nb.metadata and nb.metadata.kernelspec.name == "python3"
+    assert "plt.show()" not in "".join(c.source for c in code)
+    assert all("matplotlib.use" not in c.source for c in code)
+
+
+def _tiny_notebook(path, failing: bool):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# t"),
+                nbformat.v4.new_code_cell("PROFILE = 'cpu'\nRUN_DIR = '.'\nINTERACTIVE = True\nX = 1"),
+                nbformat.v4.new_code_cell("Y = X + 1"),
+                nbformat.v4.new_code_cell("raise ValueError('boom')" if failing else "print(PROFILE, X)")]
+    nb.cells[1].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_runner_names_the_failing_notebook_and_cell(tmp_path):
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _tiny_notebook(nbdir / "01_ok.ipynb", failing=False)
+    _tiny_notebook(nbdir / "02_bad.ipynb", failing=True)
+    proc = subprocess.run([sys.executable, "-m", "nbsupport", "run", "--profile", "smoke",
+                           "--run-dir", str(tmp_path / "run"), "--notebooks", str(nbdir), "-p", "X", "41"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "02_bad.ipynb failed in cell 4" in proc.stderr and "ValueError: boom" in proc.stderr
+    executed = nbformat.read(tmp_path / "run" / "notebooks" / "01_ok.ipynb", as_version=4)
+    assert executed.cells[-1].outputs[0]["text"].strip() == "smoke 41"
+
+
+def test_runner_refuses_unknown_parameters_before_running(tmp_path):
+    _tiny_notebook(tmp_path / "01_ok.ipynb", failing=False)
+    with pytest.raises(ValueError, match="NOPE"):
+        runner.run_series("smoke", tmp_path / "run", tmp_path, parameters={"NOPE": 1})
+    assert not (tmp_path / "run" / "notebooks" / "01_ok.ipynb").exists()
+    with pytest.raises(FileNotFoundError, match="no notebook matches"):
+        runner.find_notebooks(tmp_path, only=["07"])
+
+
+def test_parse_value():
+    assert runner.parse_value("5") == 5 and runner.parse_value("null") is None
+    assert runner.parse_value("./my-model") == "./my-model"
+
+
+@pytest.mark.slow
+def test_series_runs_end_to_end_in_smoke_profile(tmp_path):
+    run_dir = tmp_path / "run"
+    results = runner.run_series("smoke", run_dir, ROOT / "notebooks")
+    assert [r.notebook for r in results] == [p.name for p in NOTEBOOKS]
+    for path in NOTEBOOKS:
+        executed = nbformat.read(run_dir / "notebooks" / path.name, as_version=4)
+        errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs
+                  if o.output_type == "error"]
+        assert not errors
+        assert any(o.output_type == "display_data" and "image/png" in o.data
+                   for c in executed.cells if c.cell_type == "code" for o in c.outputs), "a plot per notebook"
+    summary = json.loads((run_dir / "baseline" / "summary.json").read_text())
+    assert 0 < summary["token_familiarity"] < 1 and 0 <= summary["knowledge_accuracy"] <= 1
+    assert json.loads((run_dir / "config" / "baseline.json").read_text())["profile"] == "smoke"
