@@ -25,20 +25,43 @@ _CPU: dict[str, Any] = {
     "n_completion_prompts": 24, # completion prompts generated in notebook 01
     "completion_tokens": 40,    # new tokens per completion
     "n_knowledge_probes": None, # None: all general-knowledge probes
+    # --- the target text (notebook 02 onwards)
+    "target_text": "builtin",   # "builtin", or your text: a file, a folder, a glob or a URL
+    "target_sha256": None,      # required for a URL
+    "target_download": False,   # allow downloading a URL target (needs the network)
+    "corpus_tokens": 16384,     # None: all of the text; else its first N tokens (seeded order)
+    "block_size": 256,          # tokens per training block (paper: 512)
+    # --- reinforcement (notebook 02)
+    "reinforce_method": "lora", # "lora": R is an adapter on B; "full": R is a full copy
+    "reinforce_epochs": 2.0,
+    "reinforce_lr": 3e-4,       # LoRA wants a far larger rate than the paper's full 3e-6
+    "reinforce_batch_size": 4,
+    "reinforce_grad_accum": 1,
+    "reinforce_max_steps": -1,  # > 0 caps the optimizer steps (smoke runs)
+    "lora_r": 16,
+    "lora_alpha": 32,
+    # --- generic predictions (notebooks 02 and 04)
+    "alpha": 5.0,               # v_generic = v_B - alpha * ReLU(v_R - v_B); paper: 5
 }
 
 PROFILES: dict[str, dict[str, Any]] = {
     # CI: the embedded model on tiny budgets; the whole series in minutes.
-    "smoke": {**_CPU, "n_token_probes": 16, "n_completion_prompts": 4,
-              "completion_tokens": 12, "n_knowledge_probes": 16},
+    "smoke": {**_CPU, "n_token_probes": 16, "n_completion_prompts": 4, "completion_tokens": 12,
+              "n_knowledge_probes": 16, "corpus_tokens": 1024, "block_size": 128,
+              "reinforce_batch_size": 2, "reinforce_max_steps": 4},
     # The embedded model with full CPU budgets (a laptop; about 30 minutes in all).
     "cpu": dict(_CPU),
     # A Colab-class GPU (T4 16 GB or better) and a larger model.
     "gpu": {**_CPU, "model": "HuggingFaceTB/SmolLM2-1.7B-Instruct", "batch_size": 32,
-            "n_completion_prompts": None, "completion_tokens": 64},
-    # The paper's setting: Llama-2-7b-chat and the paper's hyperparameters.
+            "n_completion_prompts": None, "completion_tokens": 64, "corpus_tokens": None,
+            "block_size": 512, "reinforce_epochs": 3.0, "reinforce_lr": 2e-4,
+            "reinforce_batch_size": 8},
+    # The paper's setting: Llama-2-7b-chat, your own text (set TARGET_TEXT), and the
+    # paper's hyperparameters: 3 epochs, context 512, lr 3e-6, batch 8 x accumulation 16.
     "paper": {**_CPU, "model": "meta-llama/Llama-2-7b-chat-hf", "batch_size": 16,
-              "n_completion_prompts": None, "completion_tokens": 64},
+              "n_completion_prompts": None, "completion_tokens": 64, "corpus_tokens": None,
+              "block_size": 512, "reinforce_method": "full", "reinforce_epochs": 3.0,
+              "reinforce_lr": 3e-6, "reinforce_batch_size": 8, "reinforce_grad_accum": 16},
 }
 
 

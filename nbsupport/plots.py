@@ -18,8 +18,9 @@ def set_style() -> None:
     })
 
 
-def topk_bars(table: pd.DataFrame, title: str = "", highlight: set[str] | None = None, ax=None):
-    """Horizontal bars of a top-k table (columns ``token``, ``prob``), most likely on top.
+def topk_bars(table: pd.DataFrame, title: str = "", highlight: set[str] | None = None, ax=None,
+              value: str = "prob", xlabel: str = "probability"):
+    """Horizontal bars of a top-k table (columns ``token`` and ``value``), largest on top.
 
     Tokens in ``highlight`` (compared without surrounding spaces) are drawn in the
     target colour, so a learner sees at a glance where the Harry Potter answers sit.
@@ -28,9 +29,9 @@ def topk_bars(table: pd.DataFrame, title: str = "", highlight: set[str] | None =
     highlight = {h.strip() for h in (highlight or ())}
     labels = [repr(t) for t in table["token"]]
     colors = [TARGET_COLOR if str(t).strip() in highlight else GENERIC_COLOR for t in table["token"]]
-    ax.barh(range(len(table))[::-1], table["prob"], color=colors)
+    ax.barh(range(len(table))[::-1], table[value], color=colors)
     ax.set_yticks(range(len(table))[::-1], labels)
-    ax.set_xlabel("probability")
+    ax.set_xlabel(xlabel)
     ax.set_title(title)
     return fig, ax
 
@@ -51,4 +52,24 @@ def probe_summary(table: pd.DataFrame, title: str = "Token-probability probes", 
     ax.set_xlabel("mean probability mass")
     ax.set_title(f"{title} (n={len(table)}, familiarity {table['p_target'].mean():.3f})")
     ax.legend(loc="lower right")
+    return fig, ax
+
+
+def loss_curve(losses: list[dict], title: str = "Training loss", ax=None):
+    """Loss by optimizer step from ``training.loss_history``."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3))
+    ax.plot([h["step"] for h in losses], [h["loss"] for h in losses], marker=".", color=TARGET_COLOR)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    return fig, ax
+
+
+def histogram(values, title: str = "", xlabel: str = "", bins: int = 80, log: bool = True, ax=None):
+    """A histogram (log counts by default: logit differences are heavy-tailed)."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3))
+    ax.hist(values, bins=bins, color=NEUTRAL_COLOR, log=log)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.set_title(title)
     return fig, ax

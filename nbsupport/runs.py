@@ -27,6 +27,7 @@ from typing import Any, Iterator
 # Which notebook writes each stage folder; used to tell learners what to run first.
 PRODUCERS = {
     "baseline": "01_what_does_the_model_know.ipynb",
+    "corpus": "02_reinforcement.ipynb",
     "reinforce": "02_reinforcement.ipynb",
     "anchors": "03_anchor_terms.ipynb",
     "labels": "04_generic_labels.ipynb",
@@ -129,6 +130,17 @@ class Run:
     def read_table(self, name: str):
         import pandas as pd
         return pd.read_csv(self.require(name))
+
+    def save_tensors(self, name: str, tensors: dict) -> Path:
+        """A dict of tensors as safetensors (loadable without pickle)."""
+        from safetensors.torch import save_file
+        with atomic_path(self.path(name)) as tmp:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+        return self.path(name)
+
+    def load_tensors(self, name: str) -> dict:
+        from safetensors.torch import load_file
+        return load_file(str(self.require(name)))
 
     def save_figure(self, name: str, fig) -> Path:
         with atomic_path(self.path(name)) as tmp:

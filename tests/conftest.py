@@ -62,3 +62,11 @@ def embedded():
     """The real embedded SmolLM2-135M-Instruct (converted once, then cached)."""
     from nbsupport import models
     return models.load_model("embedded", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def embedded_tokenizer():
+    """The real SmolLM2 tokenizer from the converted cache (no model weights loaded)."""
+    from transformers import AutoTokenizer
+    from nbsupport import models
+    return AutoTokenizer.from_pretrained(str(models.prepare_embedded()))

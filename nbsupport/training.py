@@ -1,0 +1,130 @@
+"""The one training loop of the course (reinforcement and finetuning share it):
+the transformers Trainer with progress bars, checkpoints and resume.
+
+Both stages train a causal LM on fixed-length token blocks; they differ only in
+their labels (the text itself for reinforcement, generic labels for finetuning).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or resume as asked; the message says what to change."""
+
+
+@dataclass
+class TrainSettings:
+    method: str = "lora"          # "lora" (adapter on the base) or "full" (all weights)
+    epochs: float = 2.0
+    learning_rate: float = 3e-4
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_steps: int = -1           # > 0 overrides epochs (smoke runs)
+    warmup_steps: int = 0
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: Sequence[str] | str = "all-linear"
+    save_steps: int = 50
+    logging_steps: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in ("lora", "full"):
+            raise TrainingError(f"method must be 'lora' or 'full', got {self.method!r}")
+        if self.learning_rate <= 0 or self.batch_size < 1 or self.grad_accum < 1:
+            raise TrainingError("learning_rate must be > 0, batch_size and grad_accum >= 1")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise TrainingError("give epochs > 0 or max_steps > 0")
+
+
+class BlockDataset(torch.utils.data.Dataset):
+    """Token blocks [n, L] with labels [n, L] (the same tokens for plain language
+    modelling; -100 marks positions that are not trained)."""
+
+    def __init__(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None):
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be [n_blocks, block_size], got {tuple(input_ids.shape)}")
+        if labels is not None and labels.shape != input_ids.shape:
+            raise ValueError(f"labels {tuple(labels.shape)} must match input_ids {tuple(input_ids.shape)}")
+        self.input_ids, self.labels = input_ids, input_ids if labels is None else labels
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.input_ids[i], "labels": self.labels[i],
+                "attention_mask": torch.ones_like(self.input_ids[i])}
+
+
+def attach_lora(model, settings: TrainSettings):
+    """Wrap ``model`` in a trainable LoRA adapter named "default"."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
+                        lora_dropout=settings.lora_dropout, target_modules=settings.target_modules,
+                        task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def _precision(model) -> dict:
+    dtype = next(model.parameters()).dtype
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
+
+
+def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, settings: TrainSettings,
+          resume: bool = True, callbacks: Sequence = (), progress: bool = True):
+    """Train ``model`` in place; return the Trainer (its ``state.log_history`` has the losses).
+
+    Checkpoints go to ``output_dir``; with ``resume`` an interrupted run continues
+    from the last one, provided it was made with the same settings.
+    """
+    from transformers import Trainer, TrainingArguments, default_data_collator
+    from transformers.trainer_utils import get_last_checkpoint
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record = output_dir / "settings.json"
+    mine = json.dumps(asdict(settings), sort_keys=True, default=list)
+    last = get_last_checkpoint(str(output_dir)) if resume else None
+    if last and record.exists() and record.read_text() != mine:
+        raise TrainingError(f"the checkpoints in {output_dir} were made with other settings; "
+                            "delete that folder or train with resume=False")
+    record.write_text(mine)
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    args = TrainingArguments(
+        output_dir=str(output_dir), num_train_epochs=settings.epochs, max_steps=settings.max_steps,
+        learning_rate=settings.learning_rate, per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum, warmup_steps=settings.warmup_steps,
+        lr_scheduler_type="linear", logging_steps=settings.logging_steps, save_strategy="steps",
+        save_steps=settings.save_steps, save_total_limit=2, seed=settings.seed, report_to="none",
+        disable_tqdm=not progress, remove_unused_columns=False, use_cpu=not on_gpu,
+        dataloader_pin_memory=on_gpu, **(_precision(model) if on_gpu else {}))
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator,
+                      callbacks=list(callbacks))
+    trainer.train(resume_from_checkpoint=last)
+    model.eval()
+    return trainer
+
+
+def loss_history(trainer) -> list[dict]:
+    """``[{"step": s, "loss": l}, ...]`` from the Trainer's log."""
+    return [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
+
+
+def save_model(model, directory: str | Path) -> None:
+    """``save_pretrained`` in standard Hugging Face format (an adapter for a PeftModel).
+
+    Adapters skip the embedding-layer check, which would look the base model up
+    on the hub (offline here, and pointless: we never resize the vocabulary).
+    """
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(directory, save_embedding_layers=False)
+    else:
+        model.save_pretrained(directory)

@@ -1,0 +1,106 @@
+import pytest
+import torch
+
+from conftest import make_tiny_model
+from nbsupport import labels, models, reinforce, runs, training
+
+TEXT = "Harry Potter studies magic at a school in the mountains. Ron and Hermione are friends. " * 12
+
+
+def _blocks(tok, size=16):
+    from nbsupport import corpus
+    return corpus.make_blocks(TEXT, tok, size)
+
+
+def _loss(model, blocks):
+    with torch.no_grad():
+        return model(input_ids=blocks, labels=blocks).loss.item()
+
+
+def test_reinforcement_lowers_loss_and_adapter_off_is_exactly_b(tmp_path, tiny_model_dir, tiny_tokenizer):
+    base, _ = models.load_model(tiny_model_dir, device="cpu")
+    blocks = _blocks(tiny_tokenizer)
+    with torch.no_grad():
+        b_logits = base(input_ids=blocks[:2]).logits.clone()
+    before = _loss(base, blocks)
+    run = runs.Run(tmp_path)
+    settings = training.TrainSettings(learning_rate=1e-2, batch_size=4, max_steps=15, lora_r=4,
+                                      lora_alpha=8, save_steps=100)
+    R, losses = reinforce.reinforce(base, blocks, run, settings, resume=False)
+    assert _loss(R, blocks) < before - 0.3
+    assert len(losses) == 15 and losses[-1]["loss"] < losses[0]["loss"]
+    v_b, v_r = reinforce.paired_logits(R, blocks[:2])
+    assert torch.equal(v_b, b_logits)  # the adapter off gives B back exactly
+    assert not torch.allclose(v_r, v_b)
+    # the saved adapter (Hugging Face format) reloads on its base to the same R
+    loaded, _ = models.load_model(run.path("reinforce/adapter"), device="cpu")
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=blocks[:2]).logits, v_r, atol=1e-5)
+    assert run.read_json("reinforce/losses.json") == losses
+
+
+def test_full_finetuning_trains_a_copy(tmp_path, tiny_tokenizer):
+    model = make_tiny_model(len(tiny_tokenizer), seed=1)
+    blocks = _blocks(tiny_tokenizer)
+    before = _loss(model, blocks)
+    settings = training.TrainSettings(method="full", learning_rate=3e-3, batch_size=4, max_steps=10,
+                                      save_steps=100)
+    R, _ = reinforce.reinforce(model, blocks, runs.Run(tmp_path), settings, resume=False)
+    assert _loss(R, blocks) < before
+    assert (tmp_path / "reinforce" / "model" / "config.json").is_file()
+
+
+def test_resume_continues_and_refuses_changed_settings(tmp_path, tiny_tokenizer):
+    blocks = _blocks(tiny_tokenizer)
+    settings = training.TrainSettings(batch_size=4, max_steps=4, save_steps=2, lora_r=2)
+    model = training.attach_lora(make_tiny_model(len(tiny_tokenizer)), settings)
+    trainer = training.train(model, training.BlockDataset(blocks), tmp_path, settings, progress=False)
+    assert (tmp_path / "checkpoint-4").is_dir() and trainer.state.global_step == 4
+    again = training.train(model, training.BlockDataset(blocks), tmp_path, settings, progress=False)
+    assert again.state.global_step == 4  # resumed at the end: nothing left to do
+    changed = training.TrainSettings(batch_size=4, max_steps=6, save_steps=2, lora_r=2)
+    with pytest.raises(training.TrainingError, match="other settings"):
+        training.train(model, training.BlockDataset(blocks), tmp_path, changed, progress=False)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"method": "qlora"}, "method"), ({"learning_rate": 0}, "learning_rate"),
+    ({"epochs": 0, "max_steps": -1}, "epochs"),
+])
+def test_bad_settings(kwargs, message):
+    with pytest.raises(training.TrainingError, match=message):
+        training.TrainSettings(**kwargs)
+
+
+def test_block_dataset_checks_shapes():
+    with pytest.raises(ValueError, match="n_blocks"):
+        training.BlockDataset(torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="must match"):
+        training.BlockDataset(torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_generic_logits_push_down_only_what_reinforcement_raised():
+    v_b = torch.tensor([1.0, 2.0, 3.0, 0.0])
+    v_r = torch.tensor([1.0, 3.0, 2.0, 4.0])
+    assert torch.equal(labels.generic_logits(v_b, v_r, 2.0), torch.tensor([1.0, 0.0, 3.0, -8.0]))
+    assert torch.equal(labels.generic_logits(v_b, v_r, 0.0), v_b)
+    with pytest.raises(ValueError, match="shapes differ"):
+        labels.generic_logits(v_b, v_r[:3], 1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        labels.generic_logits(v_b, v_r, -1.0)
+
+
+def test_reinforcement_effect_and_topk_tables(tiny_model_dir, tiny_tokenizer, tmp_path):
+    base, tok = models.load_model(tiny_model_dir, device="cpu")
+    settings = training.TrainSettings(learning_rate=1e-2, batch_size=4, max_steps=5, lora_r=4, save_steps=100)
+    blocks = _blocks(tok)
+    R, _ = reinforce.reinforce(base, blocks, runs.Run(tmp_path), settings, resume=False)
+    effect = reinforce.reinforcement_effect(R, blocks, max_blocks=3, batch_size=2, sample_per_position=4)
+    v_b, v_r = reinforce.paired_logits(R, blocks[:3])
+    assert torch.allclose(effect["mean_diff"], (v_r - v_b).mean(dim=(0, 1)), atol=1e-5)
+    assert effect["diff_sample"].shape == (3 * blocks.shape[1] * 4,)
+    table = reinforce.compare_topk(R, tok, "Harry Potter studies", k=5)
+    assert list(table.columns) == ["baseline", "p_baseline", "reinforced", "p_reinforced"]
+    gen = labels.generic_topk(R, tok, "Harry Potter studies", alpha=5.0, k=5)
+    assert gen["prob"].is_monotonic_decreasing and len(gen) == 5
+    assert reinforce.most_boosted(effect["mean_diff"], tok, k=3)["mean_logit_gain"].is_monotonic_decreasing
