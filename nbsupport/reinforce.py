@@ -78,27 +78,41 @@ def compare_topk(model, tok, prompt: str, k: int = 10, base=None) -> pd.DataFram
 @torch.no_grad()
 def reinforcement_effect(model, blocks: torch.Tensor, max_blocks: int = 8, batch_size: int = 2,
                          sample_per_position: int = 64, base=None, seed: int = 0) -> dict:
-    """What reinforcement changed on the target text.
+    """What reinforcement changed on the target text (the first ``max_blocks`` blocks).
 
-    Returns ``mean_diff`` [vocab]: v_R - v_B averaged over every position of the
-    first ``max_blocks`` blocks, and ``diff_sample`` [positions * sample_per_position]:
-    logit differences of randomly sampled vocabulary entries (for a histogram;
-    keeping the full [positions, vocab] tensor would not fit in memory).
+    Returns
+    * ``diff_sample`` [positions * sample_per_position]: v_R - v_B at randomly sampled
+      vocabulary entries, for a histogram (the full [positions, vocab] tensor would
+      not fit in memory on a real corpus);
+    * ``gain_sum`` and ``gain_count`` [vocab]: per token id, the summed gain in
+      log-probability of that token where it is the text's actual next token,
+      and how often it occurs there.
     """
     gen = torch.Generator().manual_seed(seed)
     blocks = blocks[:max_blocks]
-    total, count, samples = None, 0, []
+    samples, gain_sum, gain_count = [], None, None
     for lo in range(0, len(blocks), batch_size):
-        v_b, v_r = paired_logits(model, blocks[lo:lo + batch_size], base)
+        batch = blocks[lo:lo + batch_size]
+        v_b, v_r = paired_logits(model, batch, base)
         diff = (v_r - v_b).flatten(0, 1).cpu()          # [positions, vocab]
-        total = diff.sum(0) if total is None else total + diff.sum(0)
-        count += diff.shape[0]
         cols = torch.randint(diff.shape[1], (diff.shape[0], sample_per_position), generator=gen)
         samples.append(diff.gather(1, cols).flatten())
-    return {"mean_diff": total / count, "diff_sample": torch.cat(samples)}
+        nxt = batch[:, 1:].to(v_b.device).unsqueeze(-1)  # [b, seq-1, 1]
+        gain = (torch.log_softmax(v_r[:, :-1], -1).gather(-1, nxt)
+                - torch.log_softmax(v_b[:, :-1], -1).gather(-1, nxt)).flatten().cpu()
+        if gain_sum is None:
+            gain_sum, gain_count = torch.zeros(diff.shape[1]), torch.zeros(diff.shape[1])
+        gain_sum.index_add_(0, nxt.flatten().cpu(), gain)
+        gain_count.index_add_(0, nxt.flatten().cpu(), torch.ones_like(gain))
+    return {"diff_sample": torch.cat(samples), "gain_sum": gain_sum, "gain_count": gain_count}
 
 
-def most_boosted(mean_diff: torch.Tensor, tok, k: int = 20) -> pd.DataFrame:
-    """The ``k`` tokens whose logits reinforcement raised most on average."""
-    values, ids = mean_diff.topk(k)
-    return pd.DataFrame({"token": [tok.decode([int(i)]) for i in ids], "mean_logit_gain": values.tolist()})
+def most_boosted(effect: dict, tok, k: int = 20, min_count: int = 3) -> pd.DataFrame:
+    """The ``k`` tokens whose log-probability, where they really come next in the
+    target text, reinforcement raised most on average (seen at least ``min_count`` times)."""
+    count = effect["gain_count"]
+    mean = torch.where(count >= min_count, effect["gain_sum"] / count.clamp(min=1), torch.tensor(float("-inf")))
+    k = min(k, int((count >= min_count).sum()))
+    values, ids = mean.topk(k)
+    return pd.DataFrame({"token": [tok.decode([int(i)]) for i in ids], "mean_logprob_gain": values.tolist(),
+                         "occurrences": count[ids].long().tolist()})

@@ -97,10 +97,21 @@ def test_reinforcement_effect_and_topk_tables(tiny_model_dir, tiny_tokenizer, tm
     R, _ = reinforce.reinforce(base, blocks, runs.Run(tmp_path), settings, resume=False)
     effect = reinforce.reinforcement_effect(R, blocks, max_blocks=3, batch_size=2, sample_per_position=4)
     v_b, v_r = reinforce.paired_logits(R, blocks[:3])
-    assert torch.allclose(effect["mean_diff"], (v_r - v_b).mean(dim=(0, 1)), atol=1e-5)
     assert effect["diff_sample"].shape == (3 * blocks.shape[1] * 4,)
+    # brute force: the gain of the actual next token, accumulated position by position
+    lp_b, lp_r = torch.log_softmax(v_b, -1), torch.log_softmax(v_r, -1)
+    sums, counts = torch.zeros(v_b.shape[-1]), torch.zeros(v_b.shape[-1])
+    for b in range(3):
+        for t in range(blocks.shape[1] - 1):
+            nxt = blocks[b, t + 1]
+            sums[nxt] += lp_r[b, t, nxt] - lp_b[b, t, nxt]
+            counts[nxt] += 1
+    assert torch.allclose(effect["gain_sum"], sums, atol=1e-4) and torch.equal(effect["gain_count"], counts)
+    top = reinforce.most_boosted(effect, tok, k=3, min_count=1)
+    assert top["mean_logprob_gain"].is_monotonic_decreasing
+    best = int((torch.where(counts > 0, sums / counts.clamp(min=1), torch.tensor(-1e9))).argmax())
+    assert top["token"].iloc[0] == tok.decode([best])
     table = reinforce.compare_topk(R, tok, "Harry Potter studies", k=5)
     assert list(table.columns) == ["baseline", "p_baseline", "reinforced", "p_reinforced"]
     gen = labels.generic_topk(R, tok, "Harry Potter studies", alpha=5.0, k=5)
     assert gen["prob"].is_monotonic_decreasing and len(gen) == 5
-    assert reinforce.most_boosted(effect["mean_diff"], tok, k=3)["mean_logit_gain"].is_monotonic_decreasing

@@ -1,0 +1,216 @@
+import pytest
+
+from nbsupport import anchors
+from nbsupport.anchors import AnchorDict, AnchorError, Entry
+from test_llm import _no_proxies, answer, server  # noqa: F401  (loopback fake server fixtures)
+
+
+def small():
+    return AnchorDict([Entry("Harry Potter", ["Jon Smith"]), Entry("Harry", ["Jon", "Nick"]),
+                       Entry("Ron", ["Tom"]), Entry("Hogwarts", ["Mystic Academy"]),
+                       Entry("house-elf", ["magic servant"]), Entry("Quidditch", ["Skyball"])])
+
+
+# ----------------------------------------------------------------- translation edge cases
+def test_longest_match_wins_over_a_shorter_key():
+    t = anchors.translate("Harry Potter met Harry.", small(), seed=0)
+    assert [a.key for a in t.anchors] == ["Harry Potter", "Harry"]
+    assert t.text.startswith("Jon Smith met ")
+
+
+def test_possessive_keeps_its_s_and_word_boundaries_hold():
+    t = anchors.translate("Ron's owl. Ronald and iron and Ron.", small(), seed=0)
+    assert t.text == "Tom's owl. Ronald and iron and Tom."
+    assert [(a.start, a.end) for a in t.anchors] == [(0, 3), (31, 34)]
+
+
+def test_term_at_the_start_and_after_a_newline():
+    t = anchors.translate("Hogwarts\nHogwarts, and\nQuidditch", small(), seed=0)
+    assert t.text == "Mystic Academy\nMystic Academy, and\nSkyball"
+    assert [a.first for a in t.anchors] == [True, False, True]
+
+
+def test_lower_case_key_matches_capitalised_and_keeps_the_capital():
+    t = anchors.translate("House-elf cooks. A house-elf cleans.", small(), seed=0)
+    assert t.text == "Magic servant cooks. A magic servant cleans."
+    assert {a.key for a in t.anchors} == {"house-elf"}
+
+
+def test_key_inside_another_word_is_left_alone():
+    d = AnchorDict([Entry("Ron", ["Tom"]), Entry("Pot", ["Jar"])])
+    t = anchors.translate("Byron and Potter and Pot-luck.", d)
+    assert t.text == "Byron and Potter and Jar-luck."
+
+
+def test_one_translation_per_key_per_block_and_seeded():
+    d = AnchorDict([Entry("Harry", ["Jon", "Nick", "Paul", "Sam"])])
+    text = "Harry and Harry and Harry."
+    texts = {anchors.translate(text, d, seed=s).text for s in range(12)}
+    assert all(len(set(t.replace(".", "").split(" and "))) == 1 for t in texts)
+    assert len(texts) > 1  # different seeds pick different names
+    assert anchors.translate(text, d, seed=3).text == anchors.translate(text, d, seed=3).text
+
+
+def test_spans_map_original_to_translated_text():
+    t = anchors.translate("Then Harry Potter and Ron went to Hogwarts.", small(), seed=1)
+    for a in t.anchors:
+        assert t.original[a.start:a.end] in (a.key, a.key[0].upper() + a.key[1:])
+        assert t.text[a.new_start:a.new_end] == a.translation
+    # text between anchors is unchanged
+    assert t.text.endswith(" went to Mystic Academy.")
+
+
+# ----------------------------------------------------------------- dictionary rules and I/O
+@pytest.mark.parametrize("entry, message", [
+    (Entry("Harry", []), "no translation"),
+    (Entry("Harry", [""]), "empty translation"),
+    (Entry("Harry", ["harry"]), "translated to itself"),
+    (Entry("", ["x"]), "empty key"),
+    (Entry("Harry", ["Jon"], provenance="guess"), "provenance"),
+])
+def test_invalid_entries_name_the_key(entry, message):
+    with pytest.raises(AnchorError, match=message):
+        AnchorDict([entry])
+
+
+def test_shadowing_keys_are_refused():
+    with pytest.raises(AnchorError, match="differ only in case"):
+        AnchorDict.from_json('{"entries": [{"key": "Floo", "translations": ["x"]},'
+                             ' {"key": "floo", "translations": ["y"]}]}')
+    with pytest.raises(AnchorError, match="contains the key 'Ron'"):
+        AnchorDict.from_json('{"entries": [{"key": "Ron", "translations": ["Tom"]},'
+                             ' {"key": "Harry", "translations": ["Ron"]}]}')
+
+
+def test_merge_rules():
+    a = AnchorDict([Entry("Ron", ["Tom"]), Entry("Weasley", ["Wilson"]), Entry("Hogwarts", ["Academy"])])
+    b = AnchorDict([Entry("Ron's", ["Tom's"], "llm"), Entry("Ron Weasley", ["Tom Wilson"], "llm"),
+                    Entry("Ron Smith", ["Tom Jones"], "llm"), Entry("Hogwarts", ["Stone School"], "llm")])
+    m = a.merged(b)
+    assert "Ron's" not in m and "Ron Weasley" not in m  # the paper's two rules
+    assert "Ron Smith" in m  # "Smith" is no key
+    assert m["Hogwarts"].translations == ["Academy", "Stone School"]
+
+
+def test_json_and_csv_round_trip(tmp_path):
+    d = small()
+    d.save(tmp_path / "d.json")
+    d.save(tmp_path / "d.csv")
+    for path in ("d.json", "d.csv"):
+        back = AnchorDict.load(tmp_path / path)
+        assert back.keys() == d.keys()
+        assert [e.translations for e in back.entries.values()] == [e.translations for e in d.entries.values()]
+
+
+def test_csv_errors_name_the_line(tmp_path):
+    (tmp_path / "bad.csv").write_text("key,translations,provenance,note\nHarry,Jon | Nick,curated,\nRon,,curated,\n")
+    with pytest.raises(AnchorError, match="line 3.*'Ron'"):
+        AnchorDict.load(tmp_path / "bad.csv")
+    (tmp_path / "nohead.csv").write_text("Harry,Jon\n")
+    with pytest.raises(AnchorError, match="header"):
+        AnchorDict.load(tmp_path / "nohead.csv")
+    with pytest.raises(AnchorError, match="not found"):
+        AnchorDict.load(tmp_path / "missing.json")
+
+
+def test_builtin_dictionary_is_large_and_follows_the_rules():
+    d = anchors.builtin_dictionary()
+    assert len(d) >= 300
+    assert all(e.provenance == "curated" for e in d.entries.values())
+    assert anchors.apply_merge_rules(anchors.builtin_dictionary()).keys() == d.keys()
+    for key in ("Hogwarts", "Quidditch", "Slytherin", "Hermione", "Dumbledore"):
+        assert key in d
+
+
+def test_review_accepts_rejects_and_edits():
+    d = small()
+    out = anchors.apply_review(d, {"Ron": {"accept": False}, "Harry": {"accept": True, "translations": "Paul | Sam"}})
+    assert "Ron" not in out and out["Harry"].translations == ["Paul", "Sam"]
+    assert "Ron" in d  # the input is not modified
+    with pytest.raises(AnchorError, match="empty translation"):
+        anchors.apply_review(d, {"Harry": {"accept": True, "translations": " | "}})
+    with pytest.raises(AnchorError, match="unknown key"):
+        anchors.apply_review(d, {"Draco": {"accept": False}})
+
+
+# ----------------------------------------------------------------- extraction
+SYNTHETIC = (
+    "Zorblat Quenn lived in Vexmoor. Every morning Zorblat Quenn walked to the Order of the Lantern. "
+    "The Order of the Lantern kept a flumbrix in a cage. People said the flumbrix sang. "
+    "Zorblat liked Vexmoor more than the city. In Vexmoor the bread was good. "
+    "When it rained, Quenn stayed home. The weather was nice and the people were kind. "
+) * 3
+
+
+def test_extraction_finds_the_known_terms_of_a_synthetic_text():
+    table = anchors.candidate_terms(SYNTHETIC, min_count=2)
+    terms = set(table["term"])
+    for t in ("Zorblat Quenn", "Zorblat", "Quenn", "Vexmoor", "Order of the Lantern", "flumbrix"):
+        assert t in terms, t
+    for t in ("The", "When", "People", "In", "weather", "bread"):
+        assert t not in terms, t
+    assert table.set_index("term").loc["Vexmoor", "count"] == 9
+    ranked = anchors.rank_candidates(table, SYNTHETIC)
+    assert ranked["score"].is_monotonic_decreasing
+    spec = ranked.set_index("term")["specificity"]
+    assert spec["Vexmoor"] > spec.get("Order of the Lantern", -99) or "Order of the Lantern" in spec
+
+
+def test_extraction_quality_counts_hits_against_present_keys():
+    ref = AnchorDict([Entry("Vexmoor", ["Riverside"]), Entry("Zorblat", ["Paul"]), Entry("Absent", ["x"])])
+    q = anchors.extraction_quality(["Vexmoor", "Quenn"], ref, SYNTHETIC)
+    assert q == {"extracted": 2, "reference_present": 2, "hits": 1, "precision": 0.5, "recall": 0.5}
+
+
+def test_offline_translations_from_pools_are_valid_entries():
+    d = anchors.propose_translations(["Zorblat", "Quenn", "Vexmoor", "flumbrix"], SYNTHETIC, seed=0)
+    assert d.keys() == ["Zorblat", "Quenn", "Vexmoor", "flumbrix"]
+    assert all(e.provenance == "extracted" and len(e.translations) == 2 for e in d.entries.values())
+    assert d["Zorblat"].note.endswith("first_names") and d["Quenn"].note.endswith("surnames")
+    assert d["Vexmoor"].note.endswith("places")
+    assert anchors.propose_translations(["Zorblat"], SYNTHETIC, seed=0)["Zorblat"].translations == \
+        d["Zorblat"].translations
+
+
+def test_masked_predictions_come_from_the_model(tiny_model, tiny_tokenizer):
+    d = anchors.propose_translations(["Vexmoor"], SYNTHETIC, model=tiny_model, tok=tiny_tokenizer, n=2)
+    assert len(d["Vexmoor"].translations) == 2
+    assert all(t.lower() != "vexmoor" for t in d["Vexmoor"].translations)
+
+
+def test_reinforcement_boost_is_zero_for_the_base_itself(tiny_model, tiny_tokenizer):
+    boost = anchors.reinforcement_boost(tiny_model, tiny_tokenizer, SYNTHETIC, ["Vexmoor", "Quenn"],
+                                        base=tiny_model)
+    assert list(boost.index) == ["Vexmoor", "Quenn"] and (boost.abs() < 1e-6).all()
+
+
+# ----------------------------------------------------------------- LLM-assisted extraction
+def test_llm_proposals_are_validated_and_filtered(monkeypatch):
+    class FakeClient:
+        def __init__(self):
+            self.calls = []
+
+        def chat_json(self, messages, schema):
+            self.calls.append((messages, schema))
+            return {"entries": [
+                {"key": "Vexmoor", "translations": ["Riverside"]},
+                {"key": "Vexmoor's", "translations": ["Riverside's"]},   # merge rule drops it
+                {"key": "Nowhere", "translations": ["Somewhere"]},       # not in the passage
+                {"key": "Quenn", "translations": ["quenn"]},             # translated to itself
+            ]}
+
+    client = FakeClient()
+    d = anchors.llm_propose(client, ["Zorblat Quenn lived in Vexmoor. Vexmoor's bread was good."])
+    assert d.keys() == ["Vexmoor"] and d["Vexmoor"].provenance == "llm"
+    assert client.calls[0][1] is anchors.LLM_SCHEMA
+
+
+def test_llm_proposals_through_a_real_client_on_loopback(server):
+    import json
+    reply = {"entries": [{"key": "Vexmoor", "translations": ["Riverside", "Millbrook"]}]}
+    server.script((200, answer(json.dumps(reply))))
+    d = anchors.llm_propose(server.client(), ["Zorblat Quenn lived in Vexmoor."])
+    assert d["Vexmoor"].translations == ["Riverside", "Millbrook"]
+    sent = server.requests[0]["json"]
+    assert sent["response_format"]["json_schema"]["schema"] == anchors.LLM_SCHEMA
+    assert sent["messages"][1]["content"] == "Zorblat Quenn lived in Vexmoor."

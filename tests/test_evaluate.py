@@ -1,0 +1,303 @@
+"""Tests for nbsupport.evaluate: perplexity and KL against brute force, the offline
+judge on hand-written cases, and the LLM judge against a fake loopback server."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import torch
+
+import nbsupport
+from conftest import make_tiny_model
+from nbsupport import evaluate
+from nbsupport.llm import LLMClient, LLMError
+
+TEXTS = [
+    "Harry Potter studies magic at a school in the mountains. The owl flew over the castle.",
+    "The capital of France is Paris. The capital of Italy is Rome. A cat sat on the mat.",
+    "Ron and Hermione are friends.",
+    "The dog slept by the fire.\nNew lines matter too. " * 3,
+]
+
+
+# ----------------------------------------------------------------- brute force
+def _brute_chunks(tok, texts, block_size):
+    for text in texts:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        for lo in range(0, len(ids), block_size):
+            if len(ids[lo:lo + block_size]) >= 2:
+                yield torch.tensor([ids[lo:lo + block_size]])
+
+
+def _brute_logp(model, chunk):
+    with torch.no_grad():
+        return torch.log_softmax(model(input_ids=chunk).logits[0, :-1].double(), -1)
+
+
+def brute_perplexity(model, tok, texts, block_size):
+    nll, count = 0.0, 0
+    for chunk in _brute_chunks(tok, texts, block_size):
+        logp = _brute_logp(model, chunk)
+        nll -= logp[torch.arange(len(logp)), chunk[0, 1:]].sum().item()
+        count += len(logp)
+    return math.exp(nll / count)
+
+
+def brute_kl(model, base, tok, texts, block_size):
+    total, count = 0.0, 0
+    for chunk in _brute_chunks(tok, texts, block_size):
+        logp_m, logp_b = _brute_logp(model, chunk), _brute_logp(base, chunk)
+        total += (logp_b.exp() * (logp_b - logp_m)).sum().item()
+        count += len(logp_m)
+    return total / count
+
+
+def _block_size_with_a_one_token_tail(tok, texts):
+    """A block size that leaves some text a 1-token last chunk (which must be dropped)."""
+    lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    return next(b for b in range(8, 64) if any(n > b and n % b == 1 for n in lengths))
+
+
+# ----------------------------------------------------------------- perplexity
+def test_perplexity_matches_brute_force_for_any_batch_size(tiny_model, tiny_tokenizer):
+    block = _block_size_with_a_one_token_tail(tiny_tokenizer, TEXTS)
+    expected = brute_perplexity(tiny_model, tiny_tokenizer, TEXTS, block)
+    for batch_size in (1, 3, 16):
+        got = evaluate.perplexity(tiny_model, tiny_tokenizer, TEXTS, block_size=block,
+                                  batch_size=batch_size)
+        assert got == pytest.approx(expected, rel=1e-5)
+    # a random model is near-uniform over the vocabulary, not near 1
+    assert 0.3 * len(tiny_tokenizer) < expected < 3 * len(tiny_tokenizer)
+
+
+def test_block_size_changes_the_chunks(tiny_model, tiny_tokenizer):
+    short = evaluate.perplexity(tiny_model, tiny_tokenizer, TEXTS, block_size=6)
+    assert short == pytest.approx(brute_perplexity(tiny_model, tiny_tokenizer, TEXTS, 6), rel=1e-5)
+    assert short != pytest.approx(evaluate.perplexity(tiny_model, tiny_tokenizer, TEXTS), rel=1e-6)
+
+
+def test_short_texts_are_skipped_and_empty_input_raises(tiny_model, tiny_tokenizer):
+    one_token = "a"
+    assert len(tiny_tokenizer(one_token, add_special_tokens=False)["input_ids"]) == 1
+    alone = evaluate.perplexity(tiny_model, tiny_tokenizer, TEXTS[:2])
+    with_short = evaluate.perplexity(tiny_model, tiny_tokenizer, [one_token, *TEXTS[:2], ""])
+    assert with_short == pytest.approx(alone, rel=1e-6)
+    for texts in ([], [""], [one_token]):
+        with pytest.raises(ValueError, match="nothing to predict"):
+            evaluate.perplexity(tiny_model, tiny_tokenizer, texts)
+    with pytest.raises(ValueError, match="block_size"):
+        evaluate.perplexity(tiny_model, tiny_tokenizer, TEXTS, block_size=1)
+
+
+# ----------------------------------------------------------------- KL to the baseline
+def test_kl_is_zero_against_itself_and_matches_brute_force(tiny_model, tiny_tokenizer):
+    assert abs(evaluate.kl_to_baseline(tiny_model, tiny_tokenizer, TEXTS, base=tiny_model)) < 1e-6
+    other = make_tiny_model(len(tiny_tokenizer), seed=1)
+    expected = brute_kl(other, tiny_model, tiny_tokenizer, TEXTS, 16)
+    got = evaluate.kl_to_baseline(other, tiny_tokenizer, TEXTS, base=tiny_model, block_size=16,
+                                  batch_size=3)
+    assert expected > 1e-4
+    assert got == pytest.approx(expected, rel=1e-4)
+    # KL is not symmetric: the direction (baseline first) matters
+    reverse = brute_kl(tiny_model, other, tiny_tokenizer, TEXTS, 16)
+    assert got != pytest.approx(reverse, rel=1e-3)
+
+
+def test_kl_with_a_lora_adapter_uses_the_adapter_off_as_baseline(tiny_tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    fresh = make_tiny_model(len(tiny_tokenizer), seed=2)
+    original = copy.deepcopy(fresh)
+    model = get_peft_model(fresh, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                             init_lora_weights=False, lora_dropout=0.5))
+    model.train()  # dropout on: the functions must evaluate without it
+    ppl_before = evaluate.perplexity(model, tiny_tokenizer, TEXTS)
+    with_adapter_off = evaluate.kl_to_baseline(model, tiny_tokenizer, TEXTS)
+    with_copy = evaluate.kl_to_baseline(model, tiny_tokenizer, TEXTS, base=original)
+    assert with_adapter_off > 1e-4
+    assert with_adapter_off == pytest.approx(with_copy, rel=1e-4)
+    # the adapter is back on afterwards, and the model is still in training mode
+    assert model.training
+    assert evaluate.perplexity(model, tiny_tokenizer, TEXTS) == pytest.approx(ppl_before, rel=1e-6)
+    ppl_original = evaluate.perplexity(original, tiny_tokenizer, TEXTS)
+    assert ppl_before != pytest.approx(ppl_original, rel=1e-4)
+
+
+def test_kl_without_adapter_or_base_raises(tiny_model, tiny_tokenizer):
+    with pytest.raises(ValueError, match="base="):
+        evaluate.kl_to_baseline(tiny_model, tiny_tokenizer, TEXTS)
+
+
+# ----------------------------------------------------------------- evaluation texts
+def test_load_generic_texts_reads_md_files_in_order(tmp_path, monkeypatch):
+    folder = tmp_path / "eval" / "generic"
+    folder.mkdir(parents=True)
+    (folder / "b.md").write_text("Second text.", "utf-8")
+    (folder / "a.md").write_text("First text.", "utf-8")
+    (folder / "notes.txt").write_text("not a text", "utf-8")
+    (folder / "empty.md").write_text("  \n", "utf-8")
+    monkeypatch.setattr(nbsupport, "DATA_DIR", tmp_path)
+    assert evaluate.load_generic_texts() == ["First text.", "Second text."]
+    with pytest.raises(FileNotFoundError):
+        evaluate.load_generic_texts("nearby")
+    with pytest.raises(ValueError, match="generic, nearby"):
+        evaluate.load_generic_texts("hp")
+
+
+@pytest.mark.parametrize("kind", evaluate.TEXT_KINDS)
+def test_shipped_texts_load(kind):
+    if not any((nbsupport.DATA_DIR / "eval" / kind).glob("*.md")):
+        pytest.skip(f"no {kind} evaluation texts are shipped yet")
+    texts = evaluate.load_generic_texts(kind)
+    assert texts and all(t.strip() for t in texts)
+
+
+# ----------------------------------------------------------------- the offline judge
+UNIQUE = ["Harry Potter", "Harry", "Ron", "Hermione", "Hogwarts", "Great Hall", "Weasley",
+          "Expelliarmus"]
+
+JUDGE_CASES = [
+    # (prompt, completion, score, terms the completion adds)
+    ("Harry walked into the", " Great Hall with Hermione.", 3, ["Hermione", "Great Hall"]),
+    ("He borrowed", " Ron's old jumper.", 3, ["Ron"]),                     # possessive
+    ("She met", " HERMIONE at the station.", 3, ["Hermione"]),            # case
+    ("The family next door,", " the Weasleys, had red hair.", 3, ["Weasley"]),  # plural
+    ("He shouted", " expelliarmus! and the wand flew away.", 3, ["Expelliarmus"]),
+    ("The blacksmith worked the", " iron all day long.", 0, []),         # not "Ron"
+    ("His name was", " Ronald Smith, a baker.", 0, []),                    # not "Ron"
+    ("The weather today is", " sunny and warm.", 0, []),
+    ("It", " scares me at night.", 0, []),                               # not "scar"
+    ("The old man raised his", " wand and cast a spell.", 2, []),
+    ("At the end of the story the", " Dark\nLord returned.", 2, []),      # multi-word, newline
+    ("In the forest", " three witches laughed.", 2, []),                  # theme plural
+    ("Ron looked at", " Ron's broomstick.", 2, []),                       # Ron given, theme new
+    ("Harry Potter sat down. Then", " Harry Potter smiled.", 1, []),      # given by the prompt
+    ("HOGWARTS is", " Hogwarts is a big place.", 1, []),                  # given, other case
+    ("The wizard said", " that the wizard was tired.", 1, []),            # theme given
+]
+
+
+@pytest.mark.parametrize("prompt, completion, score, terms", JUDGE_CASES)
+def test_judge_offline(prompt, completion, score, terms):
+    assert evaluate.judge_offline(prompt, completion, UNIQUE) == score
+    assert evaluate.judge_terms(prompt, completion, UNIQUE) == terms
+
+
+def test_judge_cases_cover_every_score():
+    assert {case[2] for case in JUDGE_CASES} == {0, 1, 2, 3}
+
+
+def test_theme_terms_can_be_replaced():
+    assert evaluate.judge_offline("A", " dragon!", []) == 2
+    assert evaluate.judge_offline("A", " dragon!", [], theme_terms=["unicorn"]) == 0
+    assert evaluate.judge_offline("A", " unicorn!", [], theme_terms=("unicorn",)) == 2
+
+
+# ----------------------------------------------------------------- familiarity
+def test_completion_familiarity():
+    assert evaluate.completion_familiarity([3, 3, 0, 0]) == pytest.approx(0.5)
+    assert evaluate.completion_familiarity([0, 0]) == 0.0
+    assert evaluate.completion_familiarity((3,)) == 1.0
+    assert evaluate.completion_familiarity([1, 2, 0]) == pytest.approx(1 / 3)
+    for bad in ([], [4], [-1], [0, 2.5]):
+        with pytest.raises(ValueError):
+            evaluate.completion_familiarity(bad)
+
+
+def test_judge_table_offline():
+    prompts, completions = zip(*[(p, c) for p, c, *_ in JUDGE_CASES[:3]])
+    # the terms may come as a one-shot iterator
+    table = evaluate.judge_table(prompts, completions, iter(UNIQUE))
+    assert list(table.columns) == ["prompt", "completion", "score", "terms", "judge"]
+    assert table["score"].tolist() == [3, 3, 3]
+    assert table["terms"].tolist() == ["Hermione, Great Hall", "Ron", "Hermione"]
+    assert set(table["judge"]) == {"offline"}
+    with pytest.raises(ValueError, match="2 prompts but 1 completions"):
+        evaluate.judge_table(["a", "b"], ["c"], UNIQUE)
+
+
+# ----------------------------------------------------------------- the LLM judge
+def _chat_answer(content: str) -> dict:
+    return {"id": "x", "object": "chat.completion",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content}}]}
+
+
+@pytest.fixture
+def judge_server(monkeypatch):
+    """A fake OpenAI-compatible server on 127.0.0.1 answering with ``state["content"]``."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                 "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    state = {"content": '{"score": 3, "reason": "names Hermione"}', "requests": []}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            length = int(self.headers["Content-Length"])
+            state["requests"].append(json.loads(self.rfile.read(length)))
+            data = json.dumps(_chat_answer(state["content"])).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01},
+                              daemon=True)
+    thread.start()
+    client = LLMClient(base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1",
+                       model="fake-judge", timeout=5.0, max_retries=0, backoff=0)
+    try:
+        yield client, state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def test_judge_llm(judge_server):
+    client, state = judge_server
+    result = evaluate.judge_llm(client, "Harry's best friend is", " Hermione Granger.")
+    assert result == {"score": 3, "reason": "names Hermione"}
+    request = state["requests"][0]
+    assert request["response_format"]["json_schema"]["schema"] == evaluate.JUDGE_SCHEMA
+    system, user = request["messages"]
+    assert system["role"] == "system" and "3 =" in system["content"] and "0 =" in system["content"]
+    assert "Harry's best friend is" in user["content"] and "Hermione Granger." in user["content"]
+
+
+def test_judge_table_with_llm(judge_server):
+    client, state = judge_server
+    table = evaluate.judge_table(["The weather is", "She met"], [" sunny.", " Hermione."], UNIQUE,
+                                 client=client)
+    assert table["score"].tolist() == [3, 3]  # the LLM's scores, not the offline 0 and 3
+    assert table["terms"].tolist() == ["", "Hermione"]
+    assert set(table["judge"]) == {"llm"}
+    assert len(state["requests"]) == 2
+
+
+def test_judge_llm_rejects_an_out_of_range_score(judge_server):
+    client, state = judge_server
+    state["content"] = '{"score": 5, "reason": "very Harry Potter"}'
+    with pytest.raises(LLMError, match="schema"):
+        evaluate.judge_llm(client, "Once upon a time", " a wizard.")
+
+
+def test_judge_llm_checks_clients_that_do_not_validate():
+    class Lenient:
+        def chat_json(self, messages, schema):
+            return {"score": 7, "reason": "?"}
+
+    with pytest.raises(ValueError, match="invalid score"):
+        evaluate.judge_llm(Lenient(), "a", "b")
