@@ -82,10 +82,23 @@ class AnchorDict:
         self.entries.pop(key, None)
 
     def merged(self, other: "AnchorDict") -> "AnchorDict":
-        """Union of both (translations of a shared key joined), with the merge rules applied."""
+        """Union of both (translations of a shared key joined), with the merge rules applied.
+
+        An entry of ``other`` that would shadow this dictionary (its key occurs in one
+        of our translations, or its translations contain one of our keys) is left
+        out: the entries already here win. Their keys are listed in ``.dropped``."""
         out = AnchorDict(Entry(**asdict(e)) for e in self.entries.values())
+        out.dropped = []
+        ours = _key_regex(self.keys())
+        our_translations = " \n ".join(t for e in self.entries.values() for t in e.translations)
         for e in other.entries.values():
-            out.add(Entry(**asdict(e)))
+            clash = (_count(e.key, our_translations) > 0
+                     or (ours is not None and any(ours.search(t) for t in e.translations))
+                     or (e.key not in out and e.key.lower() in {k.lower() for k in out.keys()}))
+            if clash:
+                out.dropped.append(e.key)
+            else:
+                out.add(Entry(**asdict(e)))
         return apply_merge_rules(out)
 
     def to_frame(self) -> pd.DataFrame:
@@ -199,6 +212,19 @@ def apply_merge_rules(d: AnchorDict) -> AnchorDict:
 def builtin_dictionary() -> AnchorDict:
     """The curated dictionary for the built-in Harry Potter target (written for this course)."""
     return AnchorDict.load(package_data("anchors", "hp_curated.json"))
+
+
+def starting_dictionary(spec: str, target_text: str = "builtin") -> AnchorDict:
+    """The dictionary a run starts from: ``"auto"`` (the curated one for the
+    built-in target, none for your own text), ``"builtin"``, ``"none"``, or a
+    .json/.csv file."""
+    if spec == "auto":
+        spec = "builtin" if target_text == "builtin" else "none"
+    if spec == "builtin":
+        return builtin_dictionary()
+    if spec == "none":
+        return AnchorDict()
+    return AnchorDict.load(spec)
 
 
 # ----------------------------------------------------------------- translation
@@ -436,6 +462,33 @@ def rank_candidates(table: pd.DataFrame, text: str, boost: pd.Series | None = No
     return out.sort_values("score", ascending=False).reset_index(drop=True)
 
 
+def extract_candidates(text: str, model=None, tok=None, base=None, boost_candidates: int = 60,
+                       min_count: int = 2) -> pd.DataFrame:
+    """Candidates ranked by specificity; with a reinforced model, the top
+    ``boost_candidates`` are re-ranked by specificity + reinforcement boost and
+    placed first (scoring every candidate with the model would be slow)."""
+    table = rank_candidates(candidate_terms(text, min_count), text)
+    if model is None or boost_candidates <= 0:
+        return table
+    head, tail = table.iloc[:boost_candidates], table.iloc[boost_candidates:]
+    boost = reinforcement_boost(model, tok, text, list(head["term"]), base=base)
+    head = rank_candidates(head[["term", "count", "kind"]], text, boost)
+    return pd.concat([head, tail], ignore_index=True)
+
+
+def new_terms(ranked: pd.DataFrame, existing: AnchorDict, n: int) -> list[str]:
+    """The ``n`` best-ranked candidates that are not keys yet (ignoring case) and
+    not "X's" of a key."""
+    have = {k.lower() for k in existing.keys()}
+    out = []
+    for term in ranked["term"]:
+        if term.lower() not in have and term.lower().removesuffix("'s") not in have:
+            out.append(term)
+        if len(out) == n:
+            break
+    return out
+
+
 def extraction_quality(extracted: Iterable[str], reference: AnchorDict, text: str,
                        min_count: int = 2) -> dict:
     """Precision and recall of extracted keys against a reference dictionary.
@@ -471,7 +524,7 @@ def _guess_kind(term: str, text: str, terms: set[str]) -> str:
 
 
 def propose_translations(terms: Sequence[str], text: str, model=None, tok=None, seed: int = 0,
-                         n: int = 2, base=None) -> AnchorDict:
+                         n: int = 2, base=None, avoid: Iterable[str] = ()) -> AnchorDict:
     """Generic translations for extracted terms, offline.
 
     With a model, the baseline's own top predictions where the term is masked
@@ -483,7 +536,8 @@ def propose_translations(terms: Sequence[str], text: str, model=None, tok=None, 
     rng = random.Random(seed)
     pools = name_pools()
     term_set = set(terms)
-    banned = {w.lower() for t in terms for w in t.split()}
+    # never propose a target term (ours or an existing key) as a "generic" word
+    banned = {w.lower() for t in [*terms, *avoid] for w in t.split()}
     out = AnchorDict()
     for term in terms:
         proposals: list[str] = []
@@ -492,9 +546,10 @@ def propose_translations(terms: Sequence[str], text: str, model=None, tok=None, 
         kind = _guess_kind(term, text, term_set)
         pool = pools["first_names_male"] + pools["first_names_female"] if kind == "first_names" \
             else pools.get(kind, pools["places"])
+        pool = [p for p in pool if not {w.lower() for w in p.split()} & banned]
         while len(proposals) < n:
             pick = rng.choice(pool)
-            if pick not in proposals and pick.lower() != term.lower():
+            if pick not in proposals:
                 proposals.append(pick)
         if term[0].isupper():
             proposals = [p[0].upper() + p[1:] for p in proposals]

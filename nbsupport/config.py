@@ -40,6 +40,13 @@ _CPU: dict[str, Any] = {
     "reinforce_max_steps": -1,  # > 0 caps the optimizer steps (smoke runs)
     "lora_r": 16,
     "lora_alpha": 32,
+    # --- anchored terms (notebook 03)
+    "anchor_dictionary": "auto",# "auto": the curated HP dictionary for the built-in target, none
+                                # for your own text; "builtin"; "none"; or a .json/.csv file
+    "n_extracted": 100,         # extracted candidates added to the dictionary
+    "boost_candidates": 60,     # candidates scored by how much reinforcement raised them
+    "use_llm": False,           # ask an OpenAI-compatible model too (NBSUPPORT_LLM_* env vars)
+    "llm_passages": 5,
     # --- generic predictions (notebooks 02 and 04)
     "alpha": 5.0,               # v_generic = v_B - alpha * ReLU(v_R - v_B); paper: 5
 }
@@ -48,7 +55,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # CI: the embedded model on tiny budgets; the whole series in minutes.
     "smoke": {**_CPU, "n_token_probes": 16, "n_completion_prompts": 4, "completion_tokens": 12,
               "n_knowledge_probes": 16, "corpus_tokens": 1024, "block_size": 128,
-              "reinforce_batch_size": 2, "reinforce_max_steps": 4},
+              "reinforce_batch_size": 2, "reinforce_max_steps": 4, "n_extracted": 20,
+              "boost_candidates": 8},
     # The embedded model with full CPU budgets (a laptop; about 30 minutes in all).
     "cpu": dict(_CPU),
     # A Colab-class GPU (T4 16 GB or better) and a larger model.

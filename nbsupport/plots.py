@@ -19,16 +19,16 @@ def set_style() -> None:
 
 
 def topk_bars(table: pd.DataFrame, title: str = "", highlight: set[str] | None = None, ax=None,
-              value: str = "prob", xlabel: str = "probability"):
-    """Horizontal bars of a top-k table (columns ``token`` and ``value``), largest on top.
+              value: str = "prob", xlabel: str = "probability", label: str = "token"):
+    """Horizontal bars of a top-k table (columns ``label`` and ``value``), largest on top.
 
     Tokens in ``highlight`` (compared without surrounding spaces) are drawn in the
     target colour, so a learner sees at a glance where the Harry Potter answers sit.
     """
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 0.3 * len(table) + 1))
     highlight = {h.strip() for h in (highlight or ())}
-    labels = [repr(t) for t in table["token"]]
-    colors = [TARGET_COLOR if str(t).strip() in highlight else GENERIC_COLOR for t in table["token"]]
+    labels = [repr(t) for t in table[label]]
+    colors = [TARGET_COLOR if str(t).strip() in highlight else GENERIC_COLOR for t in table[label]]
     ax.barh(range(len(table))[::-1], table[value], color=colors)
     ax.set_yticks(range(len(table))[::-1], labels)
     ax.set_xlabel(xlabel)

@@ -45,6 +45,19 @@ def reinforce(model, blocks: torch.Tensor, run, settings: TrainSettings, resume:
     return model, losses
 
 
+def load_reinforced(run, cfg, device=None):
+    """R from an earlier notebook 02 run: ``(R, tok, base)``. For a LoRA R, ``base``
+    is None (switch the adapter off to get B); for a full R, ``base`` is B."""
+    from . import models
+
+    if cfg.reinforce_method == "lora":
+        R, tok = models.load_model(cfg.model, adapter=run.require("reinforce/adapter"), device=device)
+        return R, tok, None
+    R, tok = models.load_model(run.require("reinforce/model"), device=device)
+    base, _ = models.load_model(cfg.model, device=device)
+    return R, tok, base
+
+
 def base_view(model, base=None):
     """Context in which ``model`` computes the baseline: the adapter switched off
     (LoRA), or nothing to do when a separate ``base`` model is given (full R)."""

@@ -79,3 +79,58 @@ def alpha_explorer(model, tok, prompt: str, alphas: Sequence[float], k: int = 10
     slider.observe(show, names="value")
     show()
     return w.VBox([text, slider, out])
+
+
+def translation_html(translation, max_chars: int = 1200):
+    """The original passage and its translation, anchored terms highlighted."""
+    import html
+
+    from IPython.display import HTML
+
+    def mark(text, spans, color):
+        out, at = [], 0
+        for s, e in spans:
+            if s >= max_chars:
+                break
+            out += [html.escape(text[at:s]), f'<mark style="background:{color}">{html.escape(text[s:e])}</mark>']
+            at = e
+        return "".join(out) + html.escape(text[at:max_chars])
+
+    a = translation.anchors
+    left = mark(translation.original, [(x.start, x.end) for x in a], "#f4c7c3")
+    right = mark(translation.text, [(x.new_start, x.new_end) for x in a], "#c6dbef")
+    cell = 'style="vertical-align:top;white-space:pre-wrap;width:50%;text-align:left"'
+    return HTML(f"<table><tr><th>original</th><th>translated</th></tr>"
+                f"<tr><td {cell}>{left}</td><td {cell}>{right}</td></tr></table>")
+
+
+class DictionaryReview:
+    """Accept, reject or edit dictionary entries.
+
+    Interactive: a checkbox and an editable text per entry; ``result()`` applies
+    what the reviewer set (``anchors.apply_review``). Static (batch runs): a table
+    of the entries, and ``result()`` returns the dictionary unchanged.
+    """
+
+    def __init__(self, dictionary, keys, interactive: bool = True):
+        self.dictionary, self.keys, self.interactive = dictionary, list(keys), interactive
+        self.rows = {}
+        if interactive:
+            import ipywidgets as w
+            for key in self.keys:
+                entry = dictionary[key]
+                self.rows[key] = (w.Checkbox(value=True, description=key, indent=False,
+                                             layout=w.Layout(width="30%")),
+                                  w.Text(value=" | ".join(entry.translations), layout=w.Layout(width="60%")))
+            self.widget = w.VBox([w.HTML("<b>accept</b> · translations (separate with |)")]
+                                 + [w.HBox(list(r)) for r in self.rows.values()])
+        else:
+            self.widget = dictionary.to_frame().set_index("key").loc[self.keys].reset_index()
+
+    def decisions(self) -> dict:
+        return {key: {"accept": box.value, "translations": text.value}
+                for key, (box, text) in self.rows.items()}
+
+    def result(self):
+        from .anchors import apply_review
+        return apply_review(self.dictionary, self.decisions())

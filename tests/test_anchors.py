@@ -214,3 +214,13 @@ def test_llm_proposals_through_a_real_client_on_loopback(server):
     sent = server.requests[0]["json"]
     assert sent["response_format"]["json_schema"]["schema"] == anchors.LLM_SCHEMA
     assert sent["messages"][1]["content"] == "Zorblat Quenn lived in Vexmoor."
+
+
+def test_merge_leaves_out_entries_that_would_shadow_existing_ones():
+    a = AnchorDict([Entry("Ravenclaw's Diadem", ["Eagle Diadem"]), Entry("Ron", ["Tom"])])
+    b = AnchorDict([Entry("Diadem", ["crown"], "extracted"), Entry("Harry", ["Ron"], "extracted"),
+                    Entry("ron", ["bob"], "extracted"), Entry("Quenn", ["Paul"], "extracted")])
+    m = a.merged(b)
+    assert m.keys() == ["Ravenclaw's Diadem", "Ron", "Quenn"]
+    assert m.dropped == ["Diadem", "Harry", "ron"]
+    anchors.check_shadowing(m)
