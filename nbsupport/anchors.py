@@ -287,7 +287,9 @@ class Translator:
             if first:
                 chosen[key] = rng.choice(self.dictionary[key].translations)
             translation = chosen[key]
-            if text[start].isupper() and translation[0].islower():
+            before = text[:start].rstrip(" \t")
+            sentence_start = not before or before[-1] in '\n.!?"'
+            if translation[0].islower() and ((key[0].islower() and text[start].isupper()) or sentence_start):
                 translation = translation[0].upper() + translation[1:]
             parts.append(text[at:start])
             new_start = start + shift

@@ -1,15 +1,38 @@
-"""Generic predictions and labels (ALGORITHM.md sections 2 and 4).
+"""Step 3: generic predictions and labels (ALGORITHM.md sections 2 and 4).
 
 For logits at one position,
 
     v_generic = v_B - alpha * ReLU(v_R - v_B)
 
-pushes down only the tokens that reinforcement raised.
+pushes down only the tokens that reinforcement raised. Label generation applies
+it with the anchored terms: B reads the *translated* block (Harry -> Jon,
+Hogwarts -> Mystic Academy), R reads the original, and each original position
+takes B's logits from its counterpart in the translation:
+
+* a token outside every anchor maps to the translated token with the same text;
+* the LAST token of an anchor maps to the LAST token of its translation (so the
+  model still learns what follows the term);
+* every other token inside an anchor maps to nothing (not trained).
+
+Then ``label = argmax(v_G - alpha * ReLU(v_R - v_G))``, with two consistency
+rules: a repeated anchor is not trained (its inner positions and the position
+that predicts its first token), and translations already used in the block are
+forbidden at later positions (their tokens' logits set to the position's mean).
+Labels are stored in the Hugging Face convention (aligned with ``input_ids``,
+the model shifts them), -100 where untrained.
 """
 from __future__ import annotations
 
+import difflib
+import hashlib
+from dataclasses import dataclass, field
+from typing import Sequence
+
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
+
+IGNORE = -100
 
 
 def generic_logits(v_base: torch.Tensor, v_reinforced: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -35,3 +58,267 @@ def generic_topk(model, tok, prompt: str, alpha: float, k: int = 10, base=None) 
     values, idx = p_gen.topk(k)
     return pd.DataFrame({"token": [tok.decode([int(i)]) for i in idx], "prob": values.tolist(),
                          "p_baseline": p_b[idx].tolist()})
+
+
+# ----------------------------------------------------------------- alignment
+@dataclass
+class Alignment:
+    """How one original block maps onto its translation.
+
+    ``source[p]`` is the translated position whose B-logits serve original
+    position p, or -1 (untrained). ``forbidden`` lists (from_position, token ids):
+    a translation's tokens, forbidden from that original position on.
+    """
+    original_ids: list[int]
+    translated_ids: list[int]
+    source: list[int]
+    forbidden: list[tuple[int, list[int]]] = field(default_factory=list)
+    anchors: list = field(default_factory=list)   # anchors.Anchor occurrences in the block
+    original_text: str = ""
+    translated_text: str = ""
+
+
+def _text_and_offsets(tok, ids: Sequence[int]) -> tuple[str, list[tuple[int, int] | None]]:
+    """Decode ``ids`` and give each token its character span, or None where the
+    text does not tokenize back to the same tokens (a block cut inside a word or
+    a multi-byte character): such tokens are never trained."""
+    text = tok.decode(list(ids))
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    spans: list[tuple[int, int] | None] = [None] * len(ids)
+    matcher = difflib.SequenceMatcher(a=list(ids), b=enc["input_ids"], autojunk=False)
+    for a, b, n in matcher.get_matching_blocks():
+        for k in range(n):
+            spans[a + k] = tuple(enc["offset_mapping"][b + k])
+    return text, spans
+
+
+def _variant_ids(tok, translation: str) -> set[int]:
+    """Token ids of a translation as it appears mid-sentence (after a space)."""
+    return set(tok(" " + translation, add_special_tokens=False)["input_ids"])
+
+
+def align_block(ids: Sequence[int], tok, translator, seed: int = 0) -> Alignment:
+    """Translate one block and map every original position to the translation
+    (see the module docstring for the rules). Shapes: lists of length len(ids)."""
+    text, spans = _text_and_offsets(tok, ids)
+    tr = translator.translate(text, seed=seed)
+    enc = tok(tr.text, add_special_tokens=False, return_offsets_mapping=True)
+    t_ids, t_offsets = enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
+    by_span = {span: j for j, span in enumerate(t_offsets)}
+    source = [-1] * len(ids)
+    anchor_of = [-1] * len(ids)             # which anchor a token overlaps
+    for p, span in enumerate(spans):
+        if span is None:
+            continue
+        for k, a in enumerate(tr.anchors):
+            if span[0] < a.end and span[1] > a.start:
+                anchor_of[p] = k
+                break
+    shift, k_next, shifts = 0, 0, []
+    for p, span in enumerate(spans):         # shift = length change of anchors before p
+        while span is not None and k_next < len(tr.anchors) and tr.anchors[k_next].end <= span[0]:
+            a = tr.anchors[k_next]
+            shift += (a.new_end - a.new_start) - (a.end - a.start)
+            k_next += 1
+        shifts.append(shift)
+    forbidden, blocked = [], set()
+    for k, a in enumerate(tr.anchors):
+        members = [p for p in range(len(ids)) if anchor_of[p] == k]
+        if not members:
+            continue
+        last = members[-1]
+        if a.first:
+            t_members = [j for j, (s, e) in enumerate(t_offsets) if s < a.new_end and e > a.new_start]
+            if t_members:
+                source[last] = t_members[-1]
+            forbidden.append((last, sorted(_variant_ids(tok, a.translation)
+                                           | {t_ids[j] for j in t_members})))
+        else:
+            # a repeated anchor is not trained: its inner positions (already -1), its
+            # last one, and the position that predicts its first token
+            blocked.update({members[0] - 1, last} - {-1})
+    for p, span in enumerate(spans):
+        if span is None or anchor_of[p] != -1:
+            continue
+        j = by_span.get((span[0] + shifts[p], span[1] + shifts[p]))
+        source[p] = -1 if j is None else j
+    for p in blocked:
+        source[p] = -1
+    return Alignment(list(ids), t_ids, source, forbidden, tr.anchors, text, tr.text)
+
+
+# ----------------------------------------------------------------- combining
+def combine(v_g: torch.Tensor, v_r: torch.Tensor, alpha: float, source: Sequence[int],
+            forbidden: Sequence[tuple[int, Sequence[int]]]) -> torch.Tensor:
+    """Generic logits for one block with the forbidden translations applied.
+
+    ``v_g`` [L, vocab] are B's logits already gathered at the mapped positions,
+    ``v_r`` [L, vocab] R's on the original. Returns [L, vocab]; rows where
+    ``source`` is -1 are meaningless (never used as labels).
+    """
+    out = generic_logits(v_g, v_r, alpha)
+    mean = out.mean(-1, keepdim=True)                                   # [L, 1]
+    for start, ids in forbidden:
+        if ids:
+            cols = torch.tensor(list(ids), device=out.device)
+            out[start:, cols] = mean[start:].expand(-1, len(cols))
+    return out
+
+
+def _shift(per_position: torch.Tensor, fill) -> torch.Tensor:
+    """Position p's prediction (of token p+1) moved to index p+1, the Hugging Face
+    convention: labels aligned with input_ids. Shape kept: [L, ...]."""
+    out = torch.full_like(per_position, fill)
+    out[1:] = per_position[:-1]
+    return out
+
+
+@torch.no_grad()
+def label_batch(R, alignments: Sequence[Alignment], alphas: Sequence[float], top_k: int = 0,
+                base=None, pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Labels for a batch of aligned blocks: two forward passes (B on the
+    translations, R on the originals), then per block and alpha the argmax.
+
+    Returns ``labels@<alpha>`` [b, L] int64 for every alpha and, with ``top_k``,
+    ``topk_ids`` [b, L, k] int32 and ``topk_values`` [b, L, k] float16 of the
+    first alpha's combined logits (soft targets). All in the HF convention.
+    """
+    from .reinforce import base_view
+
+    device = next(R.parameters()).device
+    orig = torch.tensor([a.original_ids for a in alignments], device=device)        # [b, L]
+    width = max(len(a.translated_ids) for a in alignments)
+    trans = torch.full((len(alignments), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros_like(trans)
+    for i, a in enumerate(alignments):
+        trans[i, :len(a.translated_ids)] = torch.tensor(a.translated_ids, device=device)
+        mask[i, :len(a.translated_ids)] = 1
+    v_r_all = R(input_ids=orig).logits.float()                                     # [b, L, V]
+    with base_view(R, base):
+        v_b_all = (base or R)(input_ids=trans, attention_mask=mask).logits.float()  # [b, Lt, V]
+    L = orig.shape[1]
+    out = {f"labels@{a:g}": torch.full((len(alignments), L), IGNORE, dtype=torch.long) for a in alphas}
+    if top_k:
+        out["topk_ids"] = torch.zeros((len(alignments), L, top_k), dtype=torch.int32)
+        out["topk_values"] = torch.zeros((len(alignments), L, top_k), dtype=torch.float16)
+    for i, a in enumerate(alignments):
+        src = torch.tensor(a.source, device=device)
+        trained = src >= 0
+        v_g = v_b_all[i, src.clamp(min=0)]                                         # [L, V]
+        for n, alpha in enumerate(alphas):
+            combined = combine(v_g, v_r_all[i], alpha, a.source, a.forbidden)
+            labels = torch.where(trained, combined.argmax(-1), torch.tensor(IGNORE, device=device))
+            out[f"labels@{alpha:g}"][i] = _shift(labels.cpu(), IGNORE)
+            if n == 0 and top_k:
+                values, ids = combined.topk(top_k, dim=-1)
+                out["topk_ids"][i] = _shift(ids.int().cpu(), 0)
+                out["topk_values"][i] = _shift(values.half().cpu(), 0)
+    return out
+
+
+# ----------------------------------------------------------------- the corpus pass
+class LabelsError(RuntimeError):
+    """Label generation cannot resume as asked; the message says what to change."""
+
+
+def _dictionary_digest(dictionary) -> str:
+    return hashlib.sha256((dictionary.to_json() if dictionary is not None else "").encode()).hexdigest()[:16]
+
+
+def generate(R, tok, blocks: torch.Tensor, run, dictionary, alphas: Sequence[float], top_k: int = 0,
+             batch_size: int = 4, shard_blocks: int = 16, seed: int = 0, base=None,
+             out: str = "labels", progress: bool = True) -> dict:
+    """Generate labels for every block and write them to ``out/`` in shards.
+
+    ``blocks`` [n, L]; ``dictionary`` an ``anchors.AnchorDict`` (None: no anchors,
+    the "reinforcement only" ablation); the first alpha is the main one (soft
+    targets are kept for it); alpha 0 gives "anchors only". Each shard is written
+    atomically as it is finished, so memory stays flat and an interrupted run
+    resumes where it stopped. Same inputs, same labels. Returns the meta record.
+    """
+    from .anchors import AnchorDict, Translator
+
+    if not alphas:
+        raise ValueError("give at least one alpha")
+    translator = Translator(dictionary if dictionary is not None else AnchorDict())
+    meta = {"alphas": [float(a) for a in alphas], "top_k": top_k, "n_blocks": int(blocks.shape[0]),
+            "block_size": int(blocks.shape[1]), "seed": seed, "shard_blocks": shard_blocks,
+            "dictionary": _dictionary_digest(dictionary),
+            "blocks_sha256": hashlib.sha256(blocks.numpy().tobytes()).hexdigest()[:16]}
+    if run.exists(f"{out}/meta.json"):
+        if run.read_json(f"{out}/meta.json") != meta:
+            raise LabelsError(f"{run.path(out)} holds labels made with other settings or inputs: "
+                              "delete that folder, or give another output name")
+    else:
+        run.write_json(f"{out}/meta.json", meta)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    starts = range(0, len(blocks), shard_blocks)
+    for shard, lo in enumerate(tqdm(starts, desc="label shards", disable=not progress)):
+        name = f"{out}/shard-{shard:05d}.safetensors"
+        if run.exists(name):
+            continue  # finished before an interruption
+        pieces = []
+        for b in range(lo, min(lo + shard_blocks, len(blocks)), batch_size):
+            batch = range(b, min(b + batch_size, lo + shard_blocks, len(blocks)))
+            aligned = [align_block(blocks[i].tolist(), tok, translator, seed=seed + i) for i in batch]
+            pieces.append(label_batch(R, aligned, alphas, top_k, base, pad))
+        tensors = {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
+        tensors["input_ids"] = blocks[lo:lo + shard_blocks].clone()
+        run.save_tensors(name, tensors)
+    return meta
+
+
+def load(run, out: str = "labels") -> dict[str, torch.Tensor]:
+    """All shards of a finished label run, concatenated: ``input_ids`` [n, L],
+    ``labels@<alpha>`` [n, L], and ``topk_ids``/``topk_values`` [n, L, k] if kept."""
+    meta = run.read_json(f"{out}/meta.json")
+    n_shards = -(-meta["n_blocks"] // meta["shard_blocks"])
+    shards = [run.load_tensors(f"{out}/shard-{i:05d}.safetensors") for i in range(n_shards)]
+    return {k: torch.cat([s[k] for s in shards]) for k in shards[0]}
+
+
+# ----------------------------------------------------------------- statistics
+def label_stats(input_ids: torch.Tensor, labels: torch.Tensor) -> dict:
+    """How many positions are trained, and how many labels differ from the text."""
+    trained = labels != IGNORE
+    differ = trained & (labels != input_ids)
+    return {"positions": int(labels.numel()), "trained": int(trained.sum()),
+            "trained_fraction": float(trained.float().mean()),
+            "differ": int(differ.sum()),
+            "differ_fraction_of_trained": float(differ.sum() / trained.sum().clamp(min=1))}
+
+
+def replacements(tok, input_ids: torch.Tensor, labels: torch.Tensor, k: int = 20) -> pd.DataFrame:
+    """The most frequent (original token -> generic label) replacements."""
+    differ = (labels != IGNORE) & (labels != input_ids)
+    pairs = pd.Series(list(zip(input_ids[differ].tolist(), labels[differ].tolist())))
+    counts = pairs.value_counts().head(k)
+    return pd.DataFrame({"original": [tok.decode([a]) for a, _ in counts.index],
+                         "label": [tok.decode([b]) for _, b in counts.index], "count": counts.values})
+
+
+@torch.no_grad()
+def explain_block(R, tok, ids: Sequence[int], translator, alpha: float, seed: int = 0, base=None,
+                  limit: int = 80) -> pd.DataFrame:
+    """One block, token by token: the original token, its translated counterpart,
+    B's, R's and the generic top choice, and the final label (what the model will
+    be taught to predict next)."""
+    from .reinforce import base_view
+
+    a = align_block(list(ids), tok, translator, seed)
+    device = next(R.parameters()).device
+    v_r = R(input_ids=torch.tensor([a.original_ids], device=device)).logits[0].float()
+    with base_view(R, base):
+        v_b = (base or R)(input_ids=torch.tensor([a.translated_ids], device=device)).logits[0].float()
+    src = torch.tensor(a.source, device=device)
+    v_g = v_b[src.clamp(min=0)]
+    combined = combine(v_g, v_r, alpha, a.source, a.forbidden)
+    dec = lambda i: tok.decode([int(i)])  # noqa: E731
+    rows = []
+    for p in range(min(limit, len(ids) - 1)):
+        j = a.source[p]
+        rows.append({"token": dec(ids[p]), "translated": dec(a.translated_ids[j]) if j >= 0 else "",
+                     "next (text)": dec(ids[p + 1]), "B top": dec(v_g[p].argmax()) if j >= 0 else "",
+                     "R top": dec(v_r[p].argmax()), "label": dec(combined[p].argmax()) if j >= 0 else "",
+                     "trained": j >= 0})
+    return pd.DataFrame(rows)

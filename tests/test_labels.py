@@ -1,0 +1,255 @@
+"""Label generation (ALGORITHM.md section 4): the mapping rules on hand-built
+examples, and the fast batched implementation against a slow, obviously-correct
+reference on a tiny random model, label for label."""
+import pytest
+import torch
+
+from conftest import make_tiny_model
+from nbsupport import labels, runs
+from nbsupport.anchors import AnchorDict, Entry, Translator
+
+DICT = AnchorDict([Entry("Hogwarts", ["the big old school"]), Entry("Harry", ["Jon"]),
+                   Entry("Ron", ["Maximilian"]), Entry("Quidditch", ["ball"])])
+
+
+def ids_of(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def dec(tok, i):
+    return tok.decode([i])
+
+
+# ----------------------------------------------------------------- mapping rules by hand
+def test_mapping_rules_when_anchor_and_translation_differ_in_length(tiny_tokenizer):
+    tok = tiny_tokenizer
+    text = "The owl flew to Hogwarts at night and Ron sat."
+    ids = ids_of(tok, text)
+    a = labels.align_block(ids, tok, Translator(DICT), seed=0)
+    assert a.translated_text == "The owl flew to the big old school at night and Maximilian sat."
+    spans = labels._text_and_offsets(tok, ids)[1]
+    t_off = tok(a.translated_text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    for anchor in a.anchors:
+        members = [p for p, s in enumerate(spans) if s[0] < anchor.end and s[1] > anchor.start]
+        t_members = [j for j, s in enumerate(t_off) if s[0] < anchor.new_end and s[1] > anchor.new_start]
+        assert len(members) != len(t_members) or anchor.key == "Ron"
+        assert all(a.source[p] == -1 for p in members[:-1])        # inside: no label
+        assert a.source[members[-1]] == t_members[-1]              # last -> last
+    in_anchor = [any(s[0] < x.end and s[1] > x.start for x in a.anchors) for s in spans]
+    mapped = 0
+    for p in range(len(ids)):
+        if in_anchor[p]:
+            continue
+        if a.source[p] >= 0:  # outside every anchor: the same text
+            assert dec(tok, a.translated_ids[a.source[p]]) == dec(tok, ids[p])
+            mapped += 1
+        else:  # only a token whose neighbour is an anchor may lack a counterpart
+            assert in_anchor[p - 1] or in_anchor[p + 1]
+    assert mapped >= len(ids) - sum(in_anchor) - 2
+
+
+@pytest.mark.parametrize("text", ["Hogwarts at night.", "The cat sat.\nHogwarts at night.",
+                                  "The owl flew over Hogwarts at night."])
+def test_variants_at_start_after_newline_and_after_space(tiny_tokenizer, text):
+    tok = tiny_tokenizer
+    ids = ids_of(tok, text)
+    a = labels.align_block(ids, tok, Translator(DICT), seed=0)
+    (anchor,) = a.anchors
+    spans = labels._text_and_offsets(tok, ids)[1]
+    members = [p for p, s in enumerate(spans) if s[0] < anchor.end and s[1] > anchor.start]
+    last_t = a.translated_ids[a.source[members[-1]]]
+    assert dec(tok, last_t).endswith("school")
+    # the token after the anchor (" at") maps to the same text after the translation
+    after = members[-1] + 1
+    assert dec(tok, a.translated_ids[a.source[after]]) == dec(tok, ids[after]) == " at"
+
+
+def test_repeated_anchor_is_masked_and_its_translation_forbidden(tiny_tokenizer):
+    tok = tiny_tokenizer
+    text = "Harry saw the owl and then Harry saw the cat."
+    ids = ids_of(tok, text)
+    a = labels.align_block(ids, tok, Translator(DICT), seed=0)
+    first, second = a.anchors
+    assert first.first and not second.first
+    spans = labels._text_and_offsets(tok, ids)[1]
+    rep = [p for p, s in enumerate(spans) if s[0] < second.end and s[1] > second.start]
+    assert all(a.source[p] == -1 for p in rep)
+    assert a.source[rep[0] - 1] == -1                  # predicts the repeated anchor: no label
+    assert a.source[rep[0] - 2] >= 0                   # ... but the one before it is trained
+    start, forbidden = a.forbidden[0]
+    first_members = [p for p, s in enumerate(spans) if s[0] < first.end and s[1] > first.start]
+    assert start == first_members[-1]
+    assert set(ids_of(tok, " Jon")) <= set(forbidden)
+
+
+def test_forbidden_tokens_sit_at_the_mean_logit_from_their_position_on():
+    torch.manual_seed(0)
+    v_g, v_r = torch.randn(6, 20), torch.randn(6, 20)
+    out = labels.combine(v_g, v_r, 2.0, [0] * 6, [(3, [4, 7])])
+    plain = labels.generic_logits(v_g, v_r, 2.0)
+    assert torch.equal(out[:3], plain[:3])
+    assert torch.allclose(out[3:, 4], plain[3:].mean(-1)) and torch.allclose(out[3:, 7], plain[3:].mean(-1))
+    others = [c for c in range(20) if c not in (4, 7)]
+    assert torch.equal(out[3:, others], plain[3:, others])
+
+
+# ----------------------------------------------------------------- slow reference
+def overlapping(span, s, e):
+    return span is not None and span[0] < e and span[1] > s
+
+
+@torch.no_grad()
+def reference_labels(R, tok, ids, translator, alpha, seed):
+    """Position by position, unbatched, every rule written out again."""
+    text, spans = labels._text_and_offsets(tok, ids)
+    tr = translator.translate(text, seed=seed)
+    enc = tok(tr.text, add_special_tokens=False, return_offsets_mapping=True)
+    t_ids, t_off = enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
+    L = len(ids)
+
+    def members_of(a):
+        return [q for q in range(L) if overlapping(spans[q], a.start, a.end)]
+
+    def t_members_of(a):
+        return [j for j in range(len(t_ids)) if overlapping(t_off[j], a.new_start, a.new_end)]
+
+    src = [-1] * L
+    for p in range(L):
+        if spans[p] is None:
+            continue
+        hits = [a for a in tr.anchors if overlapping(spans[p], a.start, a.end)]
+        if hits:
+            a = hits[0]
+            if a.first and p == members_of(a)[-1] and t_members_of(a):
+                src[p] = t_members_of(a)[-1]
+            continue
+        delta = sum((a.new_end - a.new_start) - (a.end - a.start) for a in tr.anchors if a.end <= spans[p][0])
+        for j in range(len(t_ids)):
+            if t_off[j] == (spans[p][0] + delta, spans[p][1] + delta):
+                src[p] = j
+    for a in tr.anchors:
+        m = members_of(a)
+        if not a.first and m:
+            for q in m + ([m[0] - 1] if m[0] > 0 else []):
+                src[q] = -1
+    v_r = R(input_ids=torch.tensor([ids])).logits[0]
+    with R.disable_adapter():
+        v_b = R(input_ids=torch.tensor([t_ids])).logits[0]
+    out = [labels.IGNORE] * L
+    for p in range(L - 1):
+        if src[p] < 0:
+            continue
+        g, r = v_b[src[p]], v_r[p]
+        v = g - alpha * torch.relu(r - g)
+        mean = v.mean()
+        for a in tr.anchors:
+            m = members_of(a)
+            if a.first and m and p >= m[-1]:
+                for t in set(tok(" " + a.translation, add_special_tokens=False)["input_ids"]) | \
+                        {t_ids[j] for j in t_members_of(a)}:
+                    v[t] = mean
+        out[p + 1] = int(v.argmax())
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_R(tiny_tokenizer):
+    from peft import LoraConfig, get_peft_model
+    torch.manual_seed(1)
+    model = make_tiny_model(len(tiny_tokenizer), seed=2)
+    return get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"],
+                                            init_lora_weights=False)).eval()
+
+
+TEXTS = ("Harry Potter studies magic at Hogwarts. Ron and Harry fly at night.\nHogwarts is far. "
+         "The owl flew over the castle and Ron's cat slept. Quidditch at Hogwarts with Harry and Ron. ") * 3
+
+
+def corpus_blocks(tok, size=32):
+    from nbsupport import corpus
+    return corpus.make_blocks(TEXTS, tok, size)
+
+
+def test_fast_labels_agree_with_the_reference_label_for_label(tmp_path, tiny_R, tiny_tokenizer):
+    tok = tiny_tokenizer
+    blocks = corpus_blocks(tok)
+    run = runs.Run(tmp_path)
+    alphas = [5.0, 2.5, 10.0, 0.0]
+    labels.generate(tiny_R, tok, blocks, run, DICT, alphas, top_k=4, batch_size=3, shard_blocks=4,
+                    seed=7, progress=False)
+    got = labels.load(run)
+    assert torch.equal(got["input_ids"], blocks)
+    translator = Translator(DICT)
+    checked = 0
+    for i in range(len(blocks)):
+        for alpha in alphas:
+            ref = reference_labels(tiny_R, tok, blocks[i].tolist(), translator, alpha, seed=7 + i)
+            assert got[f"labels@{alpha:g}"][i].tolist() == ref, (i, alpha)
+            checked += sum(r != labels.IGNORE for r in ref)
+    assert checked > 100
+    trained = got["labels@5"] != labels.IGNORE
+    assert torch.equal(got["topk_ids"][..., 0].long()[trained], got["labels@5"][trained])
+
+
+def test_several_alphas_in_one_pass_equal_separate_passes(tmp_path, tiny_R, tiny_tokenizer):
+    blocks = corpus_blocks(tiny_tokenizer)[:4]
+    together = runs.Run(tmp_path / "a")
+    labels.generate(tiny_R, tiny_tokenizer, blocks, together, DICT, [5.0, 2.5], progress=False)
+    alone = runs.Run(tmp_path / "b")
+    labels.generate(tiny_R, tiny_tokenizer, blocks, alone, DICT, [2.5], progress=False)
+    assert torch.equal(labels.load(together)["labels@2.5"], labels.load(alone)["labels@2.5"])
+
+
+def test_deterministic_resumable_and_refuses_other_settings(tmp_path, tiny_R, tiny_tokenizer):
+    blocks = corpus_blocks(tiny_tokenizer)
+    run = runs.Run(tmp_path)
+    kw = dict(alphas=[5.0], batch_size=2, shard_blocks=2, seed=1, progress=False)
+    labels.generate(tiny_R, tiny_tokenizer, blocks, run, DICT, **kw)
+    first = labels.load(run)
+    shards = sorted((tmp_path / "labels").glob("shard-*.safetensors"))
+    assert len(shards) == -(-len(blocks) // 2)
+    shards[1].unlink()                      # as if interrupted before shard 1 was written
+    labels.generate(tiny_R, tiny_tokenizer, blocks, run, DICT, **kw)
+    again = labels.load(run)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    with pytest.raises(labels.LabelsError, match="other settings"):
+        labels.generate(tiny_R, tiny_tokenizer, blocks, run, DICT, **{**kw, "alphas": [2.0]})
+
+
+def test_ablations(tmp_path, tiny_R, tiny_tokenizer):
+    tok = tiny_tokenizer
+    blocks = corpus_blocks(tok)[:3]
+    run = runs.Run(tmp_path)
+    labels.generate(tiny_R, tok, blocks, run, None, [5.0], out="labels-reinforcement-only", progress=False)
+    got = labels.load(run, "labels-reinforcement-only")["labels@5"]
+    # no anchors: every position is trained and reads B and R on the same text
+    v_r = tiny_R(input_ids=blocks).logits
+    with tiny_R.disable_adapter():
+        v_b = tiny_R(input_ids=blocks).logits
+    expected = labels.generic_logits(v_b, v_r, 5.0).argmax(-1)
+    assert torch.equal(got[:, 1:], expected[:, :-1]) and (got[:, 0] == labels.IGNORE).all()
+    labels.generate(tiny_R, tok, blocks, run, DICT, [0.0], out="labels-anchors-only", progress=False)
+    anchors_only = labels.load(run, "labels-anchors-only")["labels@0"]
+    assert (anchors_only == labels.IGNORE).sum() > (got == labels.IGNORE).sum()
+
+
+def test_stats_and_replacements(tiny_tokenizer):
+    ids = torch.tensor([[5, 6, 7, 8]])
+    lab = torch.tensor([[labels.IGNORE, 6, 9, 9]])
+    s = labels.label_stats(ids, lab)
+    assert s["trained"] == 3 and s["differ"] == 2 and s["differ_fraction_of_trained"] == pytest.approx(2 / 3)
+    table = labels.replacements(tiny_tokenizer, ids, lab)
+    assert table["count"].sum() == 2
+
+
+def test_explain_block_matches_generated_labels(tmp_path, tiny_R, tiny_tokenizer):
+    tok = tiny_tokenizer
+    blocks = corpus_blocks(tok)[:1]
+    run = runs.Run(tmp_path)
+    labels.generate(tiny_R, tok, blocks, run, DICT, [5.0], seed=3, progress=False)
+    table = labels.explain_block(tiny_R, tok, blocks[0].tolist(), Translator(DICT), 5.0, seed=3)
+    stored = labels.load(run)["labels@5"][0]
+    for p, row in table.iterrows():
+        assert row["trained"] == (stored[p + 1].item() != labels.IGNORE)
+        if row["trained"]:
+            assert row["label"] == tok.decode([stored[p + 1].item()])
