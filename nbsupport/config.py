@@ -49,6 +49,10 @@ _CPU: dict[str, Any] = {
     "llm_passages": 5,
     # --- generic predictions (notebooks 02 and 04)
     "alpha": 5.0,               # v_generic = v_B - alpha * ReLU(v_R - v_B); paper: 5
+    # --- label generation (notebook 04)
+    "soft_top_k": 32,           # keep the top-k generic logits per position (soft targets); 0: none
+    "label_batch_size": 4,      # blocks per forward pass
+    "ablations": True,          # also make "reinforcement only" labels (no anchors) for notebook 06
 }
 
 PROFILES: dict[str, dict[str, Any]] = {
