@@ -294,3 +294,13 @@ def judge_table(prompts: Sequence[str], completions: Sequence[str], unique_terms
                      "terms": ", ".join(judge_terms(prompt, completion, unique_terms)),
                      "judge": "offline" if client is None else "llm"})
     return pd.DataFrame(rows, columns=["prompt", "completion", "score", "terms", "judge"])
+
+
+def generic_split(part: str) -> list[str]:
+    """The generic texts split in two disjoint halves: ``"retain"`` (even files)
+    may be trained on (the KL term of finetuning); ``"eval"`` (odd files) is only
+    ever measured, so perplexity is never taken on training text."""
+    texts = load_generic_texts("generic")
+    if part not in ("retain", "eval"):
+        raise ValueError(f"part must be 'retain' or 'eval', got {part!r}")
+    return texts[0::2] if part == "retain" else texts[1::2]

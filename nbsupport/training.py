@@ -79,7 +79,7 @@ def _precision(model) -> dict:
 
 
 def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, settings: TrainSettings,
-          resume: bool = True, callbacks: Sequence = (), progress: bool = True):
+          resume: bool = True, callbacks: Sequence = (), progress: bool = True, trainer_class=None):
     """Train ``model`` in place; return the Trainer (its ``state.log_history`` has the losses).
 
     Checkpoints go to ``output_dir``; with ``resume`` an interrupted run continues
@@ -106,8 +106,8 @@ def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, sett
         save_steps=settings.save_steps, save_total_limit=2, seed=settings.seed, report_to="none",
         disable_tqdm=not progress, remove_unused_columns=False, use_cpu=not on_gpu,
         dataloader_pin_memory=on_gpu, **(_precision(model) if on_gpu else {}))
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator,
-                      callbacks=list(callbacks))
+    trainer = (trainer_class or Trainer)(model=model, args=args, train_dataset=dataset,
+                                         data_collator=default_data_collator, callbacks=list(callbacks))
     trainer.train(resume_from_checkpoint=last)
     model.eval()
     return trainer
