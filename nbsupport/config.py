@@ -29,7 +29,7 @@ _CPU: dict[str, Any] = {
     "target_text": "builtin",   # "builtin", or your text: a file, a folder, a glob or a URL
     "target_sha256": None,      # required for a URL
     "target_download": False,   # allow downloading a URL target (needs the network)
-    "corpus_tokens": 16384,     # None: all of the text; else its first N tokens (seeded order)
+    "corpus_tokens": 8192,      # None: all of the text; else its first N tokens (seeded order)
     "block_size": 256,          # tokens per training block (paper: 512)
     # --- reinforcement (notebook 02)
     "reinforce_method": "lora", # "lora": R is an adapter on B; "full": R is a full copy
@@ -53,6 +53,21 @@ _CPU: dict[str, Any] = {
     "soft_top_k": 32,           # keep the top-k generic logits per position (soft targets); 0: none
     "label_batch_size": 4,      # blocks per forward pass
     "ablations": True,          # also make "reinforcement only" labels (no anchors) for notebook 06
+    # --- finetuning (notebook 05)
+    "finetune_recipes": ["paper", "soft+kl"],  # see finetune.RECIPES; the first is the paper's
+    "finetune_method": "lora",
+    "finetune_epochs": 3.0,
+    "finetune_lr": 3e-4,        # LoRA rate; the paper's full finetune used 1e-6
+    "finetune_batch_size": 4,
+    "finetune_grad_accum": 1,
+    "finetune_max_steps": -1,
+    "probe_every": 10,          # optimizer steps between familiarity/perplexity measurements
+    "step_probes": 40,          # token probes measured along the steps
+    # --- evaluation (notebook 06)
+    "eval_completions": 40,     # completion prompts judged per model
+    "eval_text_files": None,    # generic / nearby text files measured; None: all
+    "sweep_alphas": [2.5, 10.0],# extra finetunes along alpha (best recipe, 1 epoch); [] to skip
+    "sweep_lrs": [1e-4],        # extra finetunes along the learning rate; [] to skip
 }
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -60,20 +75,27 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {**_CPU, "n_token_probes": 16, "n_completion_prompts": 4, "completion_tokens": 12,
               "n_knowledge_probes": 16, "corpus_tokens": 1024, "block_size": 128,
               "reinforce_batch_size": 2, "reinforce_max_steps": 4, "n_extracted": 20,
-              "boost_candidates": 8},
+              "boost_candidates": 8, "finetune_max_steps": 4, "finetune_batch_size": 2, "probe_every": 2,
+              "step_probes": 8, "eval_completions": 4, "sweep_alphas": [10.0], "sweep_lrs": [],
+              "eval_text_files": 1},
     # The embedded model with full CPU budgets (a laptop; about 30 minutes in all).
     "cpu": dict(_CPU),
     # A Colab-class GPU (T4 16 GB or better) and a larger model.
     "gpu": {**_CPU, "model": "HuggingFaceTB/SmolLM2-1.7B-Instruct", "batch_size": 32,
             "n_completion_prompts": None, "completion_tokens": 64, "corpus_tokens": None,
             "block_size": 512, "reinforce_epochs": 3.0, "reinforce_lr": 2e-4,
-            "reinforce_batch_size": 8},
+            "reinforce_batch_size": 8, "finetune_lr": 2e-4, "finetune_batch_size": 8,
+            "eval_completions": 137, "step_probes": 112},
     # The paper's setting: Llama-2-7b-chat, your own text (set TARGET_TEXT), and the
     # paper's hyperparameters: 3 epochs, context 512, lr 3e-6, batch 8 x accumulation 16.
     "paper": {**_CPU, "model": "meta-llama/Llama-2-7b-chat-hf", "batch_size": 16,
               "n_completion_prompts": None, "completion_tokens": 64, "corpus_tokens": None,
               "block_size": 512, "reinforce_method": "full", "reinforce_epochs": 3.0,
-              "reinforce_lr": 3e-6, "reinforce_batch_size": 8, "reinforce_grad_accum": 16},
+              "reinforce_lr": 3e-6, "reinforce_batch_size": 8, "reinforce_grad_accum": 16,
+              # finetuning: 2 epochs, lr 1e-6, batch 8 x 16, full finetune, hard labels
+              "finetune_recipes": ["paper"], "finetune_method": "full", "finetune_epochs": 2.0,
+              "finetune_lr": 1e-6, "finetune_batch_size": 8, "finetune_grad_accum": 16,
+              "eval_completions": 137, "step_probes": 112, "sweep_alphas": [], "sweep_lrs": []},
 }
 
 

@@ -304,3 +304,52 @@ def generic_split(part: str) -> list[str]:
     if part not in ("retain", "eval"):
         raise ValueError(f"part must be 'retain' or 'eval', got {part!r}")
     return texts[0::2] if part == "retain" else texts[1::2]
+
+
+# ----------------------------------------------------------------- one model, every measure
+def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=(), unique_terms=(),
+            eval_texts=(), nearby_texts=(), base=None, batch_size: int = 16, completion_tokens: int = 40,
+            kl: bool = False) -> tuple[dict, dict]:
+    """Every metric of the course for one model: ``(numbers, tables)``.
+
+    Forgetting: ``token_familiarity`` (mean target mass), ``generic_mass``,
+    ``completion_familiarity`` (offline judge, mean score / 3). Keeping:
+    ``knowledge_accuracy``, ``perplexity`` (generic eval text), ``perplexity_nearby``
+    (other fantasy), and with ``kl`` the ``kl_to_baseline`` on the generic text.
+    Empty inputs skip their measure (a light measure for sweeps).
+    """
+    from . import probe
+
+    numbers, tables = {}, {}
+    fam = probe.token_familiarity(model, tok, token_probes, batch_size, progress=False)
+    numbers["token_familiarity"], numbers["generic_mass"] = float(fam.p_target.mean()), float(fam.p_generic.mean())
+    tables["token"] = fam
+    if knowledge_probes:
+        know = probe.knowledge_accuracy(model, tok, knowledge_probes, batch_size, progress=False)
+        numbers["knowledge_accuracy"] = float(know.correct.mean())
+        tables["knowledge"] = know
+    if completion_prompts:
+        texts = [p.prompt for p in completion_prompts]
+        outs = probe.complete(model, tok, texts, completion_tokens, batch_size=min(batch_size, 8), progress=False)
+        judged = judge_table(texts, outs, unique_terms)
+        numbers["completion_familiarity"] = completion_familiarity(judged.score.tolist())
+        tables["completions"] = judged
+    if eval_texts:
+        numbers["perplexity"] = perplexity(model, tok, eval_texts)
+    if nearby_texts:
+        numbers["perplexity_nearby"] = perplexity(model, tok, nearby_texts)
+    if kl and eval_texts:
+        numbers["kl_to_baseline"] = kl_to_baseline(model, tok, eval_texts, base=base)
+    return numbers, tables
+
+
+def relative_to(baseline: dict, numbers: dict) -> dict:
+    """The headline changes against the baseline, in percent / points."""
+    out = {}
+    if baseline.get("token_familiarity"):
+        out["familiarity_drop"] = 100 * (1 - numbers["token_familiarity"] / baseline["token_familiarity"])
+    if "perplexity" in numbers and "perplexity" in baseline:
+        out["perplexity_rise"] = 100 * (numbers["perplexity"] / baseline["perplexity"] - 1)
+    if "knowledge_accuracy" in numbers and "knowledge_accuracy" in baseline:
+        out["knowledge_points"] = 100 * (numbers["knowledge_accuracy"] - baseline["knowledge_accuracy"])
+    return out

@@ -184,3 +184,32 @@ class StepProbe:
         self.history.append({"step": step, "familiarity": fam, "perplexity": ppl})
         if self.on_record:
             self.on_record(self.history)
+
+
+def settings_from(cfg) -> TrainSettings:
+    """Finetuning settings from a resolved profile (``config.resolve``)."""
+    return TrainSettings(method=cfg.finetune_method, epochs=cfg.finetune_epochs, learning_rate=cfg.finetune_lr,
+                         batch_size=cfg.finetune_batch_size, grad_accum=cfg.finetune_grad_accum,
+                         max_steps=cfg.finetune_max_steps, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                         seed=cfg.seed, save_steps=50)
+
+
+def retain_blocks(tok, block_size: int) -> torch.Tensor:
+    """The "retain" half of the generic texts as [n, block_size] blocks (KL term)."""
+    from . import corpus, evaluate
+    return corpus.make_blocks("\n\n".join(evaluate.generic_split("retain")), tok, block_size)
+
+
+def train_variant(cfg, run, data: dict, alpha: float, recipe: str, out: str, device=None, **overrides):
+    """Train one more unlearned model from B (an ablation or a sweep point) with
+    the profile's settings, ``overrides`` applied (e.g. ``epochs=1``,
+    ``learning_rate=1e-4``). Returns ``(U, tok)``; U is a LoRA adapter on B."""
+    from dataclasses import replace
+
+    from . import config, models
+    config.set_seed(cfg.seed)
+    model, tok = models.load_model(cfg.model, device=device)
+    settings = replace(settings_from(cfg), **overrides)
+    U, _ = finetune(model, data, alpha, run, settings, **RECIPES[recipe], retain=retain_blocks(tok, cfg.block_size),
+                    out=out, save_merged=False, tok=tok)
+    return U, tok

@@ -73,3 +73,38 @@ def histogram(values, title: str = "", xlabel: str = "", bins: int = 80, log: bo
     ax.set_ylabel("count")
     ax.set_title(title)
     return fig, ax
+
+
+def steps_plot(histories: dict, title: str = "Along finetuning"):
+    """Target-probe familiarity and generic perplexity by optimizer step, one line
+    per run; ``histories`` maps a name to ``finetune.StepProbe.history``."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
+    for name, hist in histories.items():
+        steps = [h["step"] for h in hist]
+        left.plot(steps, [h["familiarity"] for h in hist], marker="o", label=name)
+        right.plot(steps, [h["perplexity"] for h in hist], marker="o", label=name)
+    left.set(xlabel="optimizer step", ylabel="mean target probability", title="forgetting (lower is better)")
+    right.set(xlabel="optimizer step", ylabel="perplexity on generic text", title="keeping (lower is better)")
+    left.legend()
+    fig.suptitle(title)
+    return fig, (left, right)
+
+
+def tradeoff(points: pd.DataFrame, title: str = "Forgetting against keeping", ax=None):
+    """Each row a model: ``familiarity_drop`` (%) against ``perplexity_rise`` (%),
+    labelled by ``name``. The target region (drop >= 90%, rise <= 3%) is shaded."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.5, 4.5))
+    ax.axhspan(90, 100, xmin=0, xmax=1, color="#dfeedd", zorder=0)
+    ax.axvline(3, color=NEUTRAL_COLOR, linestyle="--", linewidth=1)
+    for group, rows in points.groupby("group", sort=False):
+        ax.plot(rows["perplexity_rise"], rows["familiarity_drop"], marker="o", linestyle="-" if
+                group.startswith("steps") else "", label=group)
+        for _, r in rows.iterrows():
+            if r.get("annotate", True):
+                ax.annotate(r["name"], (r["perplexity_rise"], r["familiarity_drop"]), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("perplexity rise on generic text (%)")
+    ax.set_ylabel("drop in mean target probability (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig, ax

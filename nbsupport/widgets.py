@@ -134,3 +134,41 @@ class DictionaryReview:
     def result(self):
         from .anchors import apply_review
         return apply_review(self.dictionary, self.decisions())
+
+
+def completion_comparer(models: dict, tok, prompts: Sequence[str], max_new_tokens: int = 40,
+                        interactive: bool = True):
+    """Greedy completions of several models side by side (e.g. baseline and unlearned).
+
+    ``models`` maps a name to ``(model, context)`` where context is a context
+    manager factory that puts the model in the right view (e.g. adapter off for
+    the baseline), or None. Interactive: type a prompt. Static: a table for ``prompts``.
+    """
+    from contextlib import nullcontext
+
+    def run_all(texts):
+        cols = {"prompt": list(texts)}
+        for name, (model, view) in models.items():
+            with (view() if view else nullcontext()):
+                cols[name] = probe.complete(model, tok, list(texts), max_new_tokens, progress=False)
+        return pd.DataFrame(cols)
+
+    if not interactive:
+        return run_all(prompts)
+
+    import ipywidgets as w
+    from IPython.display import display
+
+    text = w.Text(value=prompts[0] if prompts else "", description="Prompt:", layout=w.Layout(width="80%"),
+                  continuous_update=False)
+    out = w.Output()
+
+    def show(_=None):
+        out.clear_output(wait=True)
+        with out:
+            if text.value:
+                display(run_all([text.value]).T)
+
+    text.observe(show, names="value")
+    show()
+    return w.VBox([text, out])
