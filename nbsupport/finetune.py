@@ -114,10 +114,11 @@ def finetune(model, data: dict, alpha: float, run, settings: TrainSettings, targ
     key = f"labels@{alpha:g}"
     if key not in data:
         raise KeyError(f"no labels for alpha={alpha:g}; have {sorted(k for k in data if k.startswith('labels@'))}")
-    if targets == "soft" and "topk_ids" not in data:
+    soft = targets == "soft"
+    if soft and f"topk_ids@{alpha:g}" not in data:
         raise ValueError("soft targets need top-k logits: generate labels with SOFT_TOP_K > 0")
-    dataset = SoftLabelDataset(data["input_ids"], data[key], data.get("topk_ids") if targets == "soft" else None,
-                               data.get("topk_values") if targets == "soft" else None)
+    dataset = SoftLabelDataset(data["input_ids"], data[key], data[f"topk_ids@{alpha:g}"] if soft else None,
+                               data[f"topk_values@{alpha:g}"] if soft else None)
     trainer_class = make_trainer_class(targets, kl_weight, retain)
     trainer = train(model, dataset, run.path(f"{out}/checkpoints"), settings, resume=resume,
                     callbacks=callbacks, trainer_class=trainer_class)

@@ -180,8 +180,8 @@ def label_batch(R, alignments: Sequence[Alignment], alphas: Sequence[float], top
     translations, R on the originals), then per block and alpha the argmax.
 
     Returns ``labels@<alpha>`` [b, L] int64 for every alpha and, with ``top_k``,
-    ``topk_ids`` [b, L, k] int32 and ``topk_values`` [b, L, k] float16 of the
-    first alpha's combined logits (soft targets). All in the HF convention.
+    ``topk_ids@<alpha>`` [b, L, k] int32 and ``topk_values@<alpha>`` [b, L, k]
+    float16 of the combined logits (soft targets). All in the HF convention.
     """
     from .reinforce import base_view
 
@@ -198,9 +198,9 @@ def label_batch(R, alignments: Sequence[Alignment], alphas: Sequence[float], top
         v_b_all = (base or R)(input_ids=trans, attention_mask=mask).logits.float()  # [b, Lt, V]
     L = orig.shape[1]
     out = {f"labels@{a:g}": torch.full((len(alignments), L), IGNORE, dtype=torch.long) for a in alphas}
-    if top_k:
-        out["topk_ids"] = torch.zeros((len(alignments), L, top_k), dtype=torch.int32)
-        out["topk_values"] = torch.zeros((len(alignments), L, top_k), dtype=torch.float16)
+    for a in alphas if top_k else ():
+        out[f"topk_ids@{a:g}"] = torch.zeros((len(alignments), L, top_k), dtype=torch.int32)
+        out[f"topk_values@{a:g}"] = torch.zeros((len(alignments), L, top_k), dtype=torch.float16)
     for i, a in enumerate(alignments):
         src = torch.tensor(a.source, device=device)
         trained = src >= 0
@@ -209,10 +209,10 @@ def label_batch(R, alignments: Sequence[Alignment], alphas: Sequence[float], top
             combined = combine(v_g, v_r_all[i], alpha, a.source, a.forbidden)
             labels = torch.where(trained, combined.argmax(-1), torch.tensor(IGNORE, device=device))
             out[f"labels@{alpha:g}"][i] = _shift(labels.cpu(), IGNORE)
-            if n == 0 and top_k:
+            if top_k:
                 values, ids = combined.topk(top_k, dim=-1)
-                out["topk_ids"][i] = _shift(ids.int().cpu(), 0)
-                out["topk_values"][i] = _shift(values.half().cpu(), 0)
+                out[f"topk_ids@{alpha:g}"][i] = _shift(ids.int().cpu(), 0)
+                out[f"topk_values@{alpha:g}"][i] = _shift(values.half().cpu(), 0)
     return out
 
 
@@ -231,15 +231,15 @@ def generate(R, tok, blocks: torch.Tensor, run, dictionary, alphas: Sequence[flo
     """Generate labels for every block and write them to ``out/`` in shards.
 
     ``blocks`` [n, L]; ``dictionary`` an ``anchors.AnchorDict`` (None: no anchors,
-    the "reinforcement only" ablation); the first alpha is the main one (soft
-    targets are kept for it); alpha 0 gives "anchors only". Each shard is written
+    the "reinforcement only" ablation); alpha 0 gives "anchors only". With
+    ``top_k`` the top-k combined logits are kept for every alpha (soft targets). Each shard is written
     atomically as it is finished, so memory stays flat and an interrupted run
     resumes where it stopped. Same inputs, same labels. Returns the meta record.
     """
     from .anchors import AnchorDict, Translator
 
-    if not alphas:
-        raise ValueError("give at least one alpha")
+    if not alphas or len(set(alphas)) != len(alphas):
+        raise ValueError(f"give at least one alpha, each once; got {list(alphas)}")
     translator = Translator(dictionary if dictionary is not None else AnchorDict())
     meta = {"alphas": [float(a) for a in alphas], "top_k": top_k, "n_blocks": int(blocks.shape[0]),
             "block_size": int(blocks.shape[1]), "seed": seed, "shard_blocks": shard_blocks,
@@ -270,7 +270,8 @@ def generate(R, tok, blocks: torch.Tensor, run, dictionary, alphas: Sequence[flo
 
 def load(run, out: str = "labels") -> dict[str, torch.Tensor]:
     """All shards of a finished label run, concatenated: ``input_ids`` [n, L],
-    ``labels@<alpha>`` [n, L], and ``topk_ids``/``topk_values`` [n, L, k] if kept."""
+    ``labels@<alpha>`` [n, L], and ``topk_ids@<alpha>``/``topk_values@<alpha>``
+    [n, L, k] if kept."""
     meta = run.read_json(f"{out}/meta.json")
     n_shards = -(-meta["n_blocks"] // meta["shard_blocks"])
     shards = [run.load_tensors(f"{out}/shard-{i:05d}.safetensors") for i in range(n_shards)]

@@ -187,8 +187,10 @@ def test_fast_labels_agree_with_the_reference_label_for_label(tmp_path, tiny_R, 
             assert got[f"labels@{alpha:g}"][i].tolist() == ref, (i, alpha)
             checked += sum(r != labels.IGNORE for r in ref)
     assert checked > 100
-    trained = got["labels@5"] != labels.IGNORE
-    assert torch.equal(got["topk_ids"][..., 0].long()[trained], got["labels@5"][trained])
+    for alpha in alphas:  # the top soft target is the hard label, for every alpha
+        trained = got[f"labels@{alpha:g}"] != labels.IGNORE
+        assert torch.equal(got[f"topk_ids@{alpha:g}"][..., 0].long()[trained], got[f"labels@{alpha:g}"][trained])
+    assert not torch.equal(got["topk_values@5"], got["topk_values@0"])
 
 
 def test_several_alphas_in_one_pass_equal_separate_passes(tmp_path, tiny_R, tiny_tokenizer):
