@@ -8,7 +8,6 @@ exactly. ``method="full"`` trains a full copy instead.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from pathlib import Path
 
 import pandas as pd
 import torch

@@ -7,7 +7,7 @@ their labels (the text itself for reinforcement, generic labels for finetuning).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+# the fake OpenAI-compatible server's fixtures (server, _no_proxies), for every test module
+pytest_plugins = ["fake_llm"]
+
 TINY_TEXT = [
     "Harry Potter studies magic at a school in the mountains.",
     "The capital of France is Paris. The capital of Italy is Rome.",

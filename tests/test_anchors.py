@@ -2,7 +2,7 @@ import pytest
 
 from nbsupport import anchors
 from nbsupport.anchors import AnchorDict, AnchorError, Entry
-from test_llm import _no_proxies, answer, server  # noqa: F401  (loopback fake server fixtures)
+from fake_llm import answer
 
 
 def small():

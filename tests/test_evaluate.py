@@ -3,18 +3,16 @@ judge on hand-written cases, and the LLM judge against a fake loopback server.""
 from __future__ import annotations
 
 import copy
-import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
 
 import nbsupport
 from conftest import make_tiny_model
+from fake_llm import answer
 from nbsupport import evaluate
-from nbsupport.llm import LLMClient, LLMError
+from nbsupport.llm import LLMError
 
 TEXTS = [
     "Harry Potter studies magic at a school in the mountains. The owl flew over the castle.",
@@ -221,77 +219,34 @@ def test_judge_table_offline():
 
 
 # ----------------------------------------------------------------- the LLM judge
-def _chat_answer(content: str) -> dict:
-    return {"id": "x", "object": "chat.completion",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": content}}]}
+HERMIONE = '{"score": 3, "reason": "names Hermione"}'
 
 
-@pytest.fixture
-def judge_server(monkeypatch):
-    """A fake OpenAI-compatible server on 127.0.0.1 answering with ``state["content"]``."""
-    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-                 "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    state = {"content": '{"score": 3, "reason": "names Hermione"}', "requests": []}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            length = int(self.headers["Content-Length"])
-            state["requests"].append(json.loads(self.rfile.read(length)))
-            data = json.dumps(_chat_answer(state["content"])).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01},
-                              daemon=True)
-    thread.start()
-    client = LLMClient(base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1",
-                       model="fake-judge", timeout=5.0, max_retries=0, backoff=0)
-    try:
-        yield client, state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
-
-
-def test_judge_llm(judge_server):
-    client, state = judge_server
-    result = evaluate.judge_llm(client, "Harry's best friend is", " Hermione Granger.")
+def test_judge_llm(server):
+    server.script((200, answer(HERMIONE)))
+    result = evaluate.judge_llm(server.client(max_retries=0), "Harry's best friend is", " Hermione Granger.")
     assert result == {"score": 3, "reason": "names Hermione"}
-    request = state["requests"][0]
+    request = server.requests[0]["json"]
     assert request["response_format"]["json_schema"]["schema"] == evaluate.JUDGE_SCHEMA
     system, user = request["messages"]
     assert system["role"] == "system" and "3 =" in system["content"] and "0 =" in system["content"]
     assert "Harry's best friend is" in user["content"] and "Hermione Granger." in user["content"]
 
 
-def test_judge_table_with_llm(judge_server):
-    client, state = judge_server
+def test_judge_table_with_llm(server):
+    server.script((200, answer(HERMIONE)), (200, answer(HERMIONE)))
     table = evaluate.judge_table(["The weather is", "She met"], [" sunny.", " Hermione."], UNIQUE,
-                                 client=client)
+                                 client=server.client(max_retries=0))
     assert table["score"].tolist() == [3, 3]  # the LLM's scores, not the offline 0 and 3
     assert table["terms"].tolist() == ["", "Hermione"]
     assert set(table["judge"]) == {"llm"}
-    assert len(state["requests"]) == 2
+    assert len(server.requests) == 2
 
 
-def test_judge_llm_rejects_an_out_of_range_score(judge_server):
-    client, state = judge_server
-    state["content"] = '{"score": 5, "reason": "very Harry Potter"}'
+def test_judge_llm_rejects_an_out_of_range_score(server):
+    server.script((200, answer('{"score": 5, "reason": "very Harry Potter"}')))
     with pytest.raises(LLMError, match="schema"):
-        evaluate.judge_llm(client, "Once upon a time", " a wizard.")
+        evaluate.judge_llm(server.client(max_retries=0), "Once upon a time", " a wizard.")
 
 
 def test_judge_llm_checks_clients_that_do_not_validate():
