@@ -22,10 +22,21 @@ def main(argv: list[str] | None = None) -> int:
     prep = sub.add_parser("prepare-model", help="convert the embedded GGUF model into the cache once")
     prep.add_argument("--rebuild", action="store_true", help="convert again even if a cache exists")
     sub.add_parser("profiles", help="print the named parameter profiles")
+    rep = sub.add_parser("report", help="print a run's results as a Markdown table (after notebook 06)")
+    rep.add_argument("--run-dir", required=True)
     args = parser.parse_args(argv)
 
     if args.command == "profiles":
         print(json.dumps(PROFILES, indent=2))
+        return 0
+    if args.command == "report":
+        from .runs import MissingArtifactError, Run
+        from .evaluate import results_markdown
+        try:
+            print(results_markdown(Run(args.run_dir)))
+        except MissingArtifactError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "prepare-model":
         from .models import prepare_embedded

@@ -256,3 +256,31 @@ def test_judge_llm_checks_clients_that_do_not_validate():
 
     with pytest.raises(ValueError, match="invalid score"):
         evaluate.judge_llm(Lenient(), "a", "b")
+
+
+def test_measure_and_report(tmp_path, tiny_model, tiny_tokenizer):
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from nbsupport import probe, runs
+    token = [probe.TokenProbe("a", "Harry Potter studies", (" magic",), (" the",))]
+    gk = [probe.KnowledgeProbe("k", "The capital of France is", " Paris", (" Rome",))]
+    numbers, tables = evaluate.measure(tiny_model, tiny_tokenizer, token, gk, eval_texts=["The cat sat on the mat."],
+                                       kl=True, base=tiny_model)
+    assert set(numbers) == {"token_familiarity", "generic_mass", "knowledge_accuracy", "perplexity", "kl_to_baseline"}
+    assert numbers["kl_to_baseline"] == pytest.approx(0.0, abs=1e-6)
+    rel = evaluate.relative_to(numbers, {**numbers, "token_familiarity": numbers["token_familiarity"] / 10})
+    assert rel["familiarity_drop"] == pytest.approx(90.0) and rel["perplexity_rise"] == 0.0
+    run = runs.Run(tmp_path)
+    run.write_table("evaluate/results.csv", pd.DataFrame([{"model": "baseline", **numbers},
+                                                          {"model": "paper", **numbers, **rel}]))
+    text = evaluate.results_markdown(run)
+    assert text.splitlines()[0].startswith("| model | target prob.") and "| paper |" in text
+    proc = subprocess.run([sys.executable, "-m", "nbsupport", "report", "--run-dir", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == text
+    missing = subprocess.run([sys.executable, "-m", "nbsupport", "report", "--run-dir", str(tmp_path / "x")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "06_evaluation.ipynb" in missing.stderr
