@@ -148,20 +148,25 @@ def align_block(ids: Sequence[int], tok, translator, seed: int = 0) -> Alignment
 
 
 # ----------------------------------------------------------------- combining
-def combine(v_g: torch.Tensor, v_r: torch.Tensor, alpha: float, source: Sequence[int],
-            forbidden: Sequence[tuple[int, Sequence[int]]]) -> torch.Tensor:
-    """Generic logits for one block with the forbidden translations applied.
+def combine(v_g: torch.Tensor, v_r: torch.Tensor, alpha: float,
+            forbidden: Sequence[tuple[int, Sequence[int]]], positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Generic logits for rows of one block with the forbidden translations applied.
 
-    ``v_g`` [L, vocab] are B's logits already gathered at the mapped positions,
-    ``v_r`` [L, vocab] R's on the original. Returns [L, vocab]; rows where
-    ``source`` is -1 are meaningless (never used as labels).
+    ``v_g`` [R, vocab] are B's logits already gathered at the mapped positions,
+    ``v_r`` [R, vocab] R's on the original; ``positions`` [R] are the rows'
+    positions in the block (default 0..R-1), so that a translation forbidden
+    from position ``start`` on is forbidden in exactly the rows at or after it.
+    Returns [R, vocab].
     """
     out = generic_logits(v_g, v_r, alpha)
-    mean = out.mean(-1, keepdim=True)                                   # [L, 1]
+    if positions is None:
+        positions = torch.arange(out.shape[0], device=out.device)
+    mean = out.mean(-1)                                                 # [R]
     for start, ids in forbidden:
-        if ids:
+        rows = torch.nonzero(positions >= start).squeeze(1)
+        if len(ids) and len(rows):
             cols = torch.tensor(list(ids), device=out.device)
-            out[start:, cols] = mean[start:].expand(-1, len(cols))
+            out[rows[:, None], cols[None, :]] = mean[rows, None].expand(-1, len(cols))
     return out
 
 
@@ -203,16 +208,20 @@ def label_batch(R, alignments: Sequence[Alignment], alphas: Sequence[float], top
         out[f"topk_values@{a:g}"] = torch.zeros((len(alignments), L, top_k), dtype=torch.float16)
     for i, a in enumerate(alignments):
         src = torch.tensor(a.source, device=device)
-        trained = src >= 0
-        v_g = v_b_all[i, src.clamp(min=0)]                                         # [L, V]
-        for n, alpha in enumerate(alphas):
-            combined = combine(v_g, v_r_all[i], alpha, a.source, a.forbidden)
-            labels = torch.where(trained, combined.argmax(-1), torch.tensor(IGNORE, device=device))
-            out[f"labels@{alpha:g}"][i] = _shift(labels.cpu(), IGNORE)
+        rows = torch.nonzero(src >= 0).squeeze(1)      # only trained positions are combined
+        v_g, v_r = v_b_all[i, src[rows]], v_r_all[i, rows]                         # [R, V]
+        for alpha in alphas:
+            combined = combine(v_g, v_r, alpha, a.forbidden, positions=rows)
+            labels = torch.full((L,), IGNORE, dtype=torch.long)
+            labels[rows.cpu()] = combined.argmax(-1).cpu()
+            out[f"labels@{alpha:g}"][i] = _shift(labels, IGNORE)
             if top_k:
                 values, ids = combined.topk(top_k, dim=-1)
-                out[f"topk_ids@{alpha:g}"][i] = _shift(ids.int().cpu(), 0)
-                out[f"topk_values@{alpha:g}"][i] = _shift(values.half().cpu(), 0)
+                full_ids = torch.zeros((L, top_k), dtype=torch.int32)
+                full_values = torch.zeros((L, top_k), dtype=torch.float16)
+                full_ids[rows.cpu()], full_values[rows.cpu()] = ids.int().cpu(), values.half().cpu()
+                out[f"topk_ids@{alpha:g}"][i] = _shift(full_ids, 0)
+                out[f"topk_values@{alpha:g}"][i] = _shift(full_values, 0)
     return out
 
 
@@ -313,7 +322,7 @@ def explain_block(R, tok, ids: Sequence[int], translator, alpha: float, seed: in
         v_b = (base or R)(input_ids=torch.tensor([a.translated_ids], device=device)).logits[0].float()
     src = torch.tensor(a.source, device=device)
     v_g = v_b[src.clamp(min=0)]
-    combined = combine(v_g, v_r, alpha, a.source, a.forbidden)
+    combined = combine(v_g, v_r, alpha, a.forbidden)
     dec = lambda i: tok.decode([int(i)])  # noqa: E731
     rows = []
     for p in range(min(limit, len(ids) - 1)):

@@ -57,6 +57,12 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(target: Path, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of ``target``; rename it into place on success.
@@ -71,6 +77,7 @@ def atomic_path(target: Path, directory: bool = False) -> Iterator[Path]:
     else:
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
         os.close(fd)
+        os.chmod(name, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
         tmp = Path(name)
     try:
         yield tmp

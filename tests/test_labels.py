@@ -85,12 +85,16 @@ def test_repeated_anchor_is_masked_and_its_translation_forbidden(tiny_tokenizer)
 def test_forbidden_tokens_sit_at_the_mean_logit_from_their_position_on():
     torch.manual_seed(0)
     v_g, v_r = torch.randn(6, 20), torch.randn(6, 20)
-    out = labels.combine(v_g, v_r, 2.0, [0] * 6, [(3, [4, 7])])
+    out = labels.combine(v_g, v_r, 2.0, [(3, [4, 7])])
     plain = labels.generic_logits(v_g, v_r, 2.0)
     assert torch.equal(out[:3], plain[:3])
     assert torch.allclose(out[3:, 4], plain[3:].mean(-1)) and torch.allclose(out[3:, 7], plain[3:].mean(-1))
     others = [c for c in range(20) if c not in (4, 7)]
     assert torch.equal(out[3:, others], plain[3:, others])
+    # rows given by their positions in the block: the rule follows positions, not row numbers
+    rows = torch.tensor([1, 4, 5])
+    sub = labels.combine(v_g[rows], v_r[rows], 2.0, [(3, [4, 7])], positions=rows)
+    assert torch.equal(sub, out[rows])
 
 
 # ----------------------------------------------------------------- slow reference

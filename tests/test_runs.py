@@ -11,6 +11,7 @@ def test_json_round_trip_and_no_temporary_leftovers(tmp_path):
     run.write_json("baseline/summary.json", {"a": 1, "path": tmp_path})
     assert run.read_json("baseline/summary.json") == {"a": 1, "path": str(tmp_path)}
     assert [p.name for p in (tmp_path / "r" / "baseline").iterdir()] == ["summary.json"]
+    assert (tmp_path / "r" / "baseline" / "summary.json").stat().st_mode & 0o044  # readable by others
 
 
 def test_a_failed_write_keeps_the_old_file(tmp_path):
