@@ -117,7 +117,9 @@ class Run:
         """Path of an earlier notebook's output, or a clear error naming that notebook."""
         p = self.path(name)
         if not p.exists():
-            stage = Path(name).parts[0]
+            parts = Path(name).parts
+            # config/<stage>.json is written by the stage's own notebook
+            stage = Path(parts[-1]).stem if parts[0] == "config" else parts[0]
             producer = PRODUCERS.get(stage, f"the notebook that writes {stage}/")
             raise MissingArtifactError(
                 f"{p} is missing: run notebooks/{producer} first with RUN_DIR={str(self.root)!r}")

@@ -41,6 +41,8 @@ def test_missing_input_names_the_notebook_to_run(tmp_path):
         run.require("baseline/summary.json")
     with pytest.raises(runs.MissingArtifactError, match="02_reinforcement"):
         run.read_json("reinforce/summary.json")
+    with pytest.raises(runs.MissingArtifactError, match="04_generic_labels"):
+        run.read_json("config/labels.json")
 
 
 def test_run_records_config_and_refuses_another_model(tmp_path):
