@@ -73,3 +73,27 @@ def embedded_tokenizer():
     from transformers import AutoTokenizer
     from nbsupport import models
     return AutoTokenizer.from_pretrained(str(models.prepare_embedded()))
+
+
+def make_tiny_pair(vocab_size: int, seed: int = 0, shared: bool = True):
+    """A tiny B/R ``ModelPair``: B a random tiny Llama, R the same weights plus a LoRA
+    adapter with random (non-zero) A and B matrices, so R really differs from B.
+    ``shared=False`` gives two separate models (R merged into a full copy)."""
+    from peft import LoraConfig, get_peft_model
+
+    from nbsupport.pair import ModelPair
+
+    base = make_tiny_model(vocab_size, seed)
+    peft = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                           task_type="CAUSAL_LM", init_lora_weights=False))
+    peft.eval()
+    if shared:
+        return ModelPair(peft)
+    reinforced = peft.merge_and_unload().eval()
+    return ModelPair(reinforced, base=make_tiny_model(vocab_size, seed))
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(tiny_tokenizer):
+    """B and R over shared weights (R = B + a random LoRA adapter)."""
+    return make_tiny_pair(len(tiny_tokenizer))

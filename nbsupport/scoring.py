@@ -1,0 +1,232 @@
+"""The scoring core: every stage measures models through these functions.
+
+* ``pad_right``: the one batch builder (right padding, attention mask);
+* ``continuation_logprobs``: log P(continuation | prompt), joint tokenization;
+* ``next_token_probs`` / ``next_token_topk``: the distribution after a prompt;
+* ``complete``: greedy or sampled completions (left padding, batched);
+* ``perplexity`` and ``kl_divergence`` on plain text, chunked the same way.
+
+A model here is anything callable like a Hugging Face causal LM. To score the
+baseline of a ``ModelPair``, call these inside ``with pair.base() as B:``.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .pair import ModelPair, device_of
+
+
+@contextmanager
+def eval_mode(*models) -> Iterator[None]:
+    """Score without dropout (e.g. LoRA's), then leave each model as it was."""
+    was_training = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, flag in zip(models, was_training):
+            m.train(flag)
+
+
+def pad_id(tok) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else 0
+
+
+def pad_right(sequences: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids [b, width], attention_mask [b, width])`` of right-padded sequences.
+
+    Right padding keeps every real token at its unpadded position and the causal
+    mask keeps it from seeing the pads, so padding never changes a prediction.
+    """
+    if not sequences:
+        raise ValueError("no sequences to pad")
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        input_ids[row, :len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
+        mask[row, :len(ids)] = 1
+    return input_ids, mask
+
+
+def _batches(sequences: list, batch_size: int, progress: bool, desc: str) -> Iterator[tuple[int, list]]:
+    for lo in tqdm(range(0, len(sequences), batch_size), desc=desc, disable=not progress):
+        yield lo, sequences[lo:lo + batch_size]
+
+
+# ----------------------------------------------------------------- prompts and continuations
+def split_joint(tok, prompt: str, continuation: str) -> tuple[list[int], int]:
+    """Tokenize ``prompt + continuation`` jointly; return (ids, index of the first
+    continuation token).
+
+    The first continuation token is the first whose text ends after the prompt,
+    so a token straddling the boundary counts as continuation. Scoring the joint
+    tokenization (not prompt and continuation separately) gives the tokens the
+    model would really see, e.g. " magic" rather than " " + "magic".
+    """
+    if not prompt:
+        raise ValueError("the prompt must not be empty: the first token has no context to be scored in")
+    enc = tok(prompt + continuation, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    boundary = len(prompt)
+    start = next((i for i, (s, e) in enumerate(offsets) if e > boundary and e > s), len(ids))
+    if start == 0:
+        raise ValueError(f"prompt {prompt!r} merges into the continuation's first token; "
+                         "end the prompt at a word boundary")
+    return ids, start
+
+
+@torch.no_grad()
+def continuation_logprobs(model, tok, pairs: Sequence[tuple[str, str]], batch_size: int = 16,
+                          progress: bool = False) -> torch.Tensor:
+    """log P(continuation | prompt) for each (prompt, continuation) pair: [len(pairs)] on the CPU."""
+    encoded = [split_joint(tok, p, c) for p, c in pairs]
+    out = torch.empty(len(encoded), dtype=torch.float32)
+    device = device_of(model)
+    with eval_mode(model):
+        for lo, chunk in _batches(encoded, batch_size, progress, "scoring"):
+            input_ids, mask = pad_right([ids for ids, _ in chunk], pad_id(tok))
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            logp = torch.log_softmax(logits.float(), dim=-1).cpu()          # [b, width, vocab]
+            for row, (ids, start) in enumerate(chunk):
+                positions = torch.arange(start, len(ids))
+                # logits at position t-1 predict token t
+                out[lo + row] = logp[row, positions - 1, torch.tensor(ids[start:])].sum()
+    return out
+
+
+@torch.no_grad()
+def next_token_logits(model, tok, prompt: str) -> torch.Tensor:
+    """The logits after ``prompt``: shape [vocab], float32 on the CPU."""
+    enc = tok(prompt, return_tensors="pt").to(device_of(model))
+    if enc["input_ids"].shape[1] == 0:
+        raise ValueError("the prompt must not be empty")
+    with eval_mode(model):
+        return model(**enc).logits[0, -1].float().cpu()
+
+
+def next_token_probs(model, tok, prompt: str) -> torch.Tensor:
+    """Probability of every vocabulary token after ``prompt``: shape [vocab]."""
+    return torch.softmax(next_token_logits(model, tok, prompt), dim=-1)
+
+
+def top_k_table(probs: torch.Tensor, tok, k: int = 10) -> pd.DataFrame:
+    """The ``k`` most likely tokens of a [vocab] probability vector, as a table."""
+    values, indices = probs.topk(k)
+    return pd.DataFrame({"token": [tok.decode([int(i)]) for i in indices],
+                         "token_id": indices.tolist(), "prob": values.tolist()})
+
+
+def next_token_topk(model, tok, prompt: str, k: int = 10) -> pd.DataFrame:
+    """The model's ``k`` most likely next tokens after ``prompt``."""
+    return top_k_table(next_token_probs(model, tok, prompt), tok, k)
+
+
+@torch.no_grad()
+def complete(model, tok, prompts: Sequence[str], max_new_tokens: int = 40, greedy: bool = True,
+             temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
+             batch_size: int = 8, progress: bool = True) -> list[str]:
+    """Continue each prompt; greedy by default, else seeded nucleus sampling.
+
+    Prompts are left-padded into batches so that each continues right after its text.
+    """
+    if any(not p for p in prompts):
+        raise ValueError("prompts must not be empty")
+    device = device_of(model)
+    side = tok.padding_side
+    tok.padding_side = "left"
+    outputs: list[str] = []
+    try:
+        if not greedy:
+            torch.manual_seed(seed)
+        with eval_mode(model):
+            for _, batch in _batches(list(prompts), batch_size, progress, "generating"):
+                enc = tok(batch, return_tensors="pt", padding=True).to(device)
+                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=not greedy,
+                                     temperature=temperature if not greedy else None,
+                                     top_p=top_p if not greedy else None, top_k=None,
+                                     pad_token_id=tok.pad_token_id)
+                outputs += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    finally:
+        tok.padding_side = side
+    return outputs
+
+
+# ----------------------------------------------------------------- plain text
+def chunk_texts(tok, texts: Sequence[str], block_size: int) -> list[list[int]]:
+    """Token ids of every text cut into consecutive chunks of at most ``block_size``.
+
+    Chunks under 2 tokens are dropped: they have no next token to predict.
+    """
+    if block_size < 2:
+        raise ValueError(f"block_size must be at least 2, got {block_size}")
+    chunks = []
+    for text in texts:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        chunks += [ids[i:i + block_size] for i in range(0, len(ids), block_size)]
+    chunks = [c for c in chunks if len(c) >= 2]
+    if not chunks:
+        raise ValueError("no text has 2 or more tokens: there is nothing to predict")
+    return chunks
+
+
+def _next_logprobs(model, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[b, width - 1, vocab] float32 on the CPU: row t is the distribution over token t + 1."""
+    device = device_of(model)
+    logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+    return torch.log_softmax(logits[:, :-1].float(), dim=-1).cpu()
+
+
+@torch.no_grad()
+def perplexity(model, tok, texts: Sequence[str], block_size: int = 256, batch_size: int = 4,
+               progress: bool = False) -> float:
+    """exp of the mean negative log-likelihood of every next token in ``texts``.
+
+    Each text is cut into chunks of at most ``block_size`` tokens (no special
+    tokens added); every token after a chunk's first is predicted once, and the
+    mean weights all those tokens equally, whatever chunk or text they are in.
+    """
+    chunks = chunk_texts(tok, texts, block_size)
+    nll, n = 0.0, 0
+    with eval_mode(model):
+        for _, batch in _batches(chunks, batch_size, progress, "perplexity"):
+            input_ids, mask = pad_right(batch, pad_id(tok))
+            logp = _next_logprobs(model, input_ids, mask)
+            predicted = mask[:, 1:].bool()                                   # [b, width - 1]
+            token_logp = logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+            nll -= token_logp[predicted].double().sum().item()
+            n += int(predicted.sum())
+    return math.exp(nll / n)
+
+
+@torch.no_grad()
+def kl_divergence(pair: ModelPair, tok, texts: Sequence[str], block_size: int = 256,
+                  batch_size: int = 4, progress: bool = False) -> float:
+    """Mean KL(P_B || P_trained) in nats over every predicted position of ``texts``.
+
+    The positions are those ``perplexity`` scores (same chunking), so the two read
+    side by side. KL(P_B || P_M) weighs each token by the baseline's belief: it
+    is large where the model dropped what the baseline expected.
+    """
+    chunks = chunk_texts(tok, texts, block_size)
+    total, n = 0.0, 0
+    with eval_mode(pair.model):
+        for _, batch in _batches(chunks, batch_size, progress, "KL to baseline"):
+            input_ids, mask = pad_right(batch, pad_id(tok))
+            with pair.trained() as M:
+                logp_m = _next_logprobs(M, input_ids, mask)
+            with pair.base() as B:
+                logp_b = _next_logprobs(B, input_ids, mask)
+            kl = F.kl_div(logp_m, logp_b, log_target=True, reduction="none").sum(-1)  # [b, w-1]
+            predicted = mask[:, 1:].bool()
+            total += kl[predicted].double().sum().item()
+            n += int(predicted.sum())
+    return total / n
