@@ -5,10 +5,14 @@ import argparse
 import json
 import sys
 
+from .config import PROFILES
+from .evaluate import results_markdown
+from .models import prepare_embedded
+from .runner import NotebookFailed, parse_value, run_series
+from .runs import MissingArtifactError, Run
+
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import PROFILES
-
     parser = argparse.ArgumentParser(prog="python -m nbsupport", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute the notebook series with papermill")
@@ -19,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="override a notebook parameter, e.g. -p MODEL ./my-model")
     run.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+    run.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
     prep = sub.add_parser("prepare-model", help="convert the embedded GGUF model into the cache once")
     prep.add_argument("--rebuild", action="store_true", help="convert again even if a cache exists")
     sub.add_parser("profiles", help="print the named parameter profiles")
@@ -30,8 +35,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(PROFILES, indent=2))
         return 0
     if args.command == "report":
-        from .runs import MissingArtifactError, Run
-        from .evaluate import results_markdown
         try:
             print(results_markdown(Run(args.run_dir)))
         except MissingArtifactError as err:
@@ -39,15 +42,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     if args.command == "prepare-model":
-        from .models import prepare_embedded
         print(prepare_embedded(rebuild=args.rebuild))
         return 0
 
-    from .runner import NotebookFailed, parse_value, run_series
     params = {name: parse_value(value) for name, value in args.parameter}
     try:
         results = run_series(args.profile, args.run_dir, args.notebooks, args.only, params,
-                             log_output=args.log_output)
+                             log_output=args.log_output, progress=not args.no_progress)
     except NotebookFailed as err:
         print(f"FAILED: {err}", file=sys.stderr)
         return 1
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     total = sum(r.seconds for r in results)
+    for r in results:
+        print(f"  {r.notebook:<40} {r.seconds:7.0f} s")
     print(f"all {len(results)} notebook(s) ran in {total:.0f} s")
     return 0
 

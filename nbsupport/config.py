@@ -99,6 +99,31 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
+# The stages of a run, in pipeline order (one notebook each; see runs.PRODUCERS).
+STAGES = ("baseline", "reinforce", "anchors", "labels", "finetune", "evaluate")
+
+# Which stage fixes each parameter for the rest of the run: a later stage inherits
+# the recorded value, and asking it for another value is an error (the earlier
+# stage's outputs were made with this one). Parameters not listed (seed, batch
+# sizes of probing, probe counts, ...) are free in every notebook.
+FIXED_BY = {
+    "model": "baseline",
+    **dict.fromkeys(("target_text", "target_sha256", "target_download", "corpus_tokens", "block_size",
+                     "reinforce_method", "reinforce_epochs", "reinforce_lr", "reinforce_batch_size",
+                     "reinforce_grad_accum", "reinforce_max_steps", "lora_r", "lora_alpha"), "reinforce"),
+    **dict.fromkeys(("anchor_dictionary", "n_extracted", "boost_candidates", "use_llm", "llm_passages"),
+                    "anchors"),
+    **dict.fromkeys(("alpha", "soft_top_k", "label_batch_size", "ablations"), "labels"),
+    **dict.fromkeys(("finetune_recipes", "finetune_method", "finetune_epochs", "finetune_lr",
+                     "finetune_batch_size", "finetune_grad_accum", "finetune_max_steps", "probe_every",
+                     "step_probes", "sweep_alphas", "sweep_lrs"), "finetune"),
+}
+
+# The type of every parameter whose cpu default is None ("all" or "not set").
+_NULLABLE = {"n_token_probes": int, "n_knowledge_probes": int, "n_completion_prompts": int,
+             "corpus_tokens": int, "target_sha256": str, "eval_text_files": int}
+
+
 class ConfigError(ValueError):
     """A profile name or parameter that does not exist, or a value of the wrong kind."""
 
@@ -113,8 +138,35 @@ class Config(dict):
             raise AttributeError(f"no parameter {name!r}; known: {sorted(self)}") from None
 
 
+def check_type(name: str, value: Any) -> None:
+    """Refuse a value of the wrong kind for parameter ``name`` (None is always
+    accepted: it means "the profile's value")."""
+    if value is None:
+        return
+    default = PROFILES["cpu"][name]
+    want = _NULLABLE.get(name, type(default))
+    if want is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif want is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif want is list:
+        ok = isinstance(value, (list, tuple))
+    else:
+        ok = isinstance(value, want)
+    if not ok:
+        example = default if default is not None else {int: 10, str: "text"}[want]
+        article = "an" if want.__name__[0] in "aeiou" else "a"
+        raise ConfigError(f"parameter {name.upper()} should be {article} {want.__name__} like {example!r}, "
+                          f"got {value!r} ({type(value).__name__})")
+    if want is list and name in ("sweep_alphas", "sweep_lrs") and not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise ConfigError(f"parameter {name.upper()} should be a list of numbers, got {value!r}")
+
+
 def resolve(profile: str, **overrides: Any) -> Config:
     """Return the profile's parameters with every non-None override applied.
+
+    Names are case-insensitive (notebooks use upper case); each value is type-checked.
 
     >>> resolve("smoke", top_k=5).top_k
     5
@@ -124,16 +176,12 @@ def resolve(profile: str, **overrides: Any) -> Config:
     cfg = Config(PROFILES[profile], profile=profile)
     for name, value in overrides.items():
         key = name.lower()
-        if key not in cfg:
+        if key not in PROFILES["cpu"]:
             raise ConfigError(f"unknown parameter {name!r} for profile {profile!r}; "
-                              f"known: {', '.join(sorted(cfg))}")
-        if value is None:
-            continue
-        default = PROFILES["cpu"].get(key)
-        if isinstance(default, bool) != isinstance(value, bool) or (
-                isinstance(default, (int, float)) and not isinstance(value, (int, float))):
-            raise ConfigError(f"parameter {name!r} should be like {default!r}, got {value!r}")
-        cfg[key] = value
+                              f"known: {', '.join(sorted(PROFILES['cpu']))}")
+        check_type(key, value)
+        if value is not None:
+            cfg[key] = list(value) if isinstance(value, tuple) else value
     return cfg
 
 

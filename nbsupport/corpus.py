@@ -22,6 +22,7 @@ from typing import Iterable
 import torch
 
 from . import package_data
+from .models import cache_root
 from .runs import atomic_path
 
 BUILTIN = "builtin"
@@ -184,7 +185,6 @@ def load_text(source: str, sha256: str | None = None, allow_download: bool = Fal
         raise CorpusError("give the target text as a file, folder, glob pattern or URL")
     source = str(source)
     if re.match(r"https?://", source):
-        from .models import cache_root
         files = [download(source, sha256 or "", Path(cache_dir or cache_root() / "texts"), allow_download)]
     else:
         files = _files(source)
@@ -214,6 +214,36 @@ def target_text(source: str, tok=None, seed: int = 0, max_tokens: int | None = N
         if len(offsets) > max_tokens:
             text = text[: offsets[max_tokens - 1][1]]
     return text
+
+
+# ----------------------------------------------------------------- evaluation text
+TEXT_KINDS = ("generic", "nearby")
+
+
+def load_eval_texts(kind: str = "generic") -> list[str]:
+    """The evaluation texts shipped in ``nbsupport/data/eval/<kind>/*.md``, in file-name order.
+
+    ``"generic"``: everyday text with no Harry Potter in it; ``"nearby"``: text
+    close to the target (other fantasy) that should stay fluent.
+    """
+    if kind not in TEXT_KINDS:
+        raise ValueError(f"unknown text kind {kind!r}: choose one of {', '.join(TEXT_KINDS)}")
+    folder = package_data("eval", kind)
+    texts = [p.read_text("utf-8") for p in sorted(folder.glob("*.md"))]
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise FileNotFoundError(f"{folder} holds no non-empty .md files; reinstall nbsupport")
+    return texts
+
+
+def generic_split(part: str) -> list[str]:
+    """The generic texts in two disjoint halves: ``"retain"`` (even files) may be
+    trained on (the KL term of finetuning); ``"eval"`` (odd files) is only ever
+    measured, so perplexity is never taken on training text."""
+    if part not in ("retain", "eval"):
+        raise ValueError(f"part must be 'retain' or 'eval', got {part!r}")
+    texts = load_eval_texts("generic")
+    return texts[0::2] if part == "retain" else texts[1::2]
 
 
 # ----------------------------------------------------------------- blocks

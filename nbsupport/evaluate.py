@@ -2,10 +2,11 @@
 
 Two questions, two kinds of measure:
 
-* **Is the model still a good language model?** ``perplexity`` on generic text
-  (``load_generic_texts("generic")``) and on text near the target
-  (``"nearby"``), and ``kl_to_baseline``: how far the model's next-token
-  distributions moved from the baseline's on the same text.
+* **Is the model still a good language model?** Perplexity on generic text
+  (``corpus.generic_split("eval")``) and on text near the target
+  (``corpus.load_eval_texts("nearby")``), general-knowledge accuracy (with the
+  questions that flipped each way, ``knowledge_flips``), and the KL to the
+  baseline: how far the next-token distributions moved on the same text.
 * **Does it still know Harry Potter?** The paper's completion familiarity: a
   judge scores each completion 0-3 (``judge_offline`` by matching terms,
   ``judge_llm`` with an optional external LLM), and ``completion_familiarity``
@@ -14,20 +15,13 @@ Two questions, two kinds of measure:
 from __future__ import annotations
 
 import math
-import re
-from contextlib import contextmanager
-from functools import lru_cache
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import pandas as pd
-import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import package_data
-from .reinforce import base_view
-
-TEXT_KINDS = ("generic", "nearby")
+from . import probe, scoring, terms
+from .pair import ModelPair
 
 # Words typical of the Harry Potter world but not unique to it: mentioning one
 # unprompted earns a 2 on the paper's scale, an explicit name or spell a 3.
@@ -39,168 +33,11 @@ THEME_TERMS = (
 )
 
 
-# ----------------------------------------------------------------- language modelling
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-@contextmanager
-def _eval_mode(*models):
-    """Evaluate without dropout (e.g. LoRA's), then leave each model as it was."""
-    was_training = [m.training for m in models]
-    for m in models:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, flag in zip(models, was_training):
-            m.train(flag)
-
-
-def _chunks(tok, texts: Sequence[str], block_size: int) -> list[list[int]]:
-    """Token ids of every text cut into consecutive chunks of at most ``block_size``.
-
-    Chunks under 2 tokens are dropped: they have no next token to predict.
-    """
-    if block_size < 2:
-        raise ValueError(f"block_size must be at least 2, got {block_size}")
-    chunks = []
-    for text in texts:
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-        chunks += [ids[i:i + block_size] for i in range(0, len(ids), block_size)]
-    chunks = [c for c in chunks if len(c) >= 2]
-    if not chunks:
-        raise ValueError("no text has 2 or more tokens: there is nothing to predict")
-    return chunks
-
-
-def _batches(tok, chunks: list[list[int]], batch_size: int, progress: bool,
-             desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Right-padded batches: (input_ids [b, width], attention_mask [b, width]).
-
-    Right padding keeps every real token at its unpadded position, and the causal
-    mask keeps it from seeing the pads, so padding cannot change a prediction.
-    """
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    for lo in tqdm(range(0, len(chunks), batch_size), desc=desc, disable=not progress):
-        batch = chunks[lo:lo + batch_size]
-        width = max(len(c) for c in batch)
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            mask[row, :len(ids)] = 1
-        yield input_ids, mask
-
-
-def _logprobs(model, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Next-token log-probabilities [b, width - 1, vocab] (float32, on the CPU):
-    row t is the distribution over token t + 1."""
-    device = _device(model)
-    logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-    return torch.log_softmax(logits[:, :-1].float(), dim=-1).cpu()
-
-
-@torch.no_grad()
-def perplexity(model, tok, texts: Sequence[str], block_size: int = 256, batch_size: int = 4,
-               progress: bool = False) -> float:
-    """exp of the mean negative log-likelihood of every next token in ``texts``.
-
-    Each text is cut into chunks of at most ``block_size`` tokens (no special
-    tokens added); every token after a chunk's first is predicted once, and the
-    mean weights all those tokens equally, whatever chunk or text they are in.
-    """
-    chunks = _chunks(tok, texts, block_size)
-    nll, count = 0.0, 0
-    with _eval_mode(model):
-        for input_ids, mask in _batches(tok, chunks, batch_size, progress, "perplexity"):
-            logp = _logprobs(model, input_ids, mask)
-            predicted = mask[:, 1:].bool()                       # [b, width - 1]
-            token_logp = logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-            nll -= token_logp[predicted].double().sum().item()
-            count += int(predicted.sum())
-    return math.exp(nll / count)
-
-
-@torch.no_grad()
-def kl_to_baseline(model, tok, texts: Sequence[str], base=None, block_size: int = 256,
-                   batch_size: int = 4, progress: bool = False) -> float:
-    """Mean KL(P_B || P_M) in nats over every predicted position of ``texts``.
-
-    P_M is ``model``'s next-token distribution, P_B the baseline's: ``base`` if
-    given, else ``model`` with its LoRA adapter switched off. The positions are
-    those ``perplexity`` scores (same chunking), so the two read side by side.
-    KL(P_B || P_M) weighs each token by the baseline's belief: it is large where
-    the model dropped what the baseline expected.
-    """
-    if base is None and not hasattr(model, "disable_adapter"):
-        # Without an adapter the "baseline" would be the model itself: a silent 0.
-        raise ValueError("model has no adapter to switch off: pass the baseline as base=")
-    baseline = model if base is None else base
-    chunks = _chunks(tok, texts, block_size)
-    total, count = 0.0, 0
-    with _eval_mode(model, baseline):
-        for input_ids, mask in _batches(tok, chunks, batch_size, progress, "KL to baseline"):
-            logp_m = _logprobs(model, input_ids, mask)
-            with base_view(model, base):
-                logp_b = _logprobs(baseline, input_ids, mask)
-            kl = F.kl_div(logp_m, logp_b, log_target=True, reduction="none").sum(-1)  # [b, w-1]
-            predicted = mask[:, 1:].bool()
-            total += kl[predicted].double().sum().item()
-            count += int(predicted.sum())
-    return total / count
-
-
-def load_generic_texts(kind: str = "generic") -> list[str]:
-    """The evaluation texts shipped in ``nbsupport/data/eval/<kind>/*.md``, in file-name order.
-
-    ``"generic"``: everyday text with no Harry Potter in it; ``"nearby"``: text
-    close to the target (other fantasy, British schools) that should stay fluent.
-    """
-    if kind not in TEXT_KINDS:
-        raise ValueError(f"unknown text kind {kind!r}: choose one of {', '.join(TEXT_KINDS)}")
-    folder = package_data("eval", kind)
-    texts = [p.read_text("utf-8") for p in sorted(folder.glob("*.md"))]
-    texts = [t for t in texts if t.strip()]
-    if not texts:
-        raise FileNotFoundError(f"{folder} holds no non-empty .md files; reinstall nbsupport")
-    return texts
-
-
 # ----------------------------------------------------------------- judging completions
-@lru_cache(maxsize=4096)
-def _pattern(term: str) -> re.Pattern:
-    """Whole-word, any-case matcher for ``term``.
-
-    Words may be separated by any whitespace (a line break inside "dark lord"),
-    and a regular plural counts ("wizards", "witches", "the Weasleys"). The
-    lookarounds make "Ron" miss "Ronald" and "iron" but still find "Ron's".
-    """
-    words = r"\s+".join(re.escape(w) for w in term.split())
-    # "es" only where English adds it, so "scar" does not find "scares"
-    plural = "(?:es)?" if re.search(r"(s|x|z|ch|sh)$", term, re.I) else "s?"
-    plural = plural if term[-1:].isalpha() else ""
-    return re.compile(rf"(?<!\w){words}{plural}(?!\w)", re.IGNORECASE)
-
-
-def _found(terms: Iterable[str], text: str) -> list[str]:
-    """The distinct terms that occur in ``text``, in the order given."""
-    terms = dict.fromkeys(t for t in terms if t.strip())
-    return [t for t in terms if _pattern(t).search(text)]
-
-
-def _new(prompt: str, completion: str, terms: Iterable[str]) -> tuple[list[str], list[str]]:
-    """(terms the completion adds, terms it repeats from the prompt)."""
-    in_completion = _found(terms, completion)
-    in_prompt = set(_found(in_completion, prompt))
-    return ([t for t in in_completion if t not in in_prompt],
-            [t for t in in_completion if t in in_prompt])
-
-
 def judge_terms(prompt: str, completion: str, unique_terms: Iterable[str]) -> list[str]:
     """The target-unique terms the completion mentions and the prompt does not:
     the evidence behind a score of 3."""
-    return _new(prompt, completion, unique_terms)[0]
+    return terms.added(prompt, completion, unique_terms)[0]
 
 
 def judge_offline(prompt: str, completion: str, unique_terms: Iterable[str],
@@ -212,10 +49,10 @@ def judge_offline(prompt: str, completion: str, unique_terms: Iterable[str],
     1: it only repeats target or theme terms the prompt already gave;
     0: it mentions none.
     """
-    new_unique, old_unique = _new(prompt, completion, unique_terms)
+    new_unique, old_unique = terms.added(prompt, completion, unique_terms)
     if new_unique:
         return 3
-    new_theme, old_theme = _new(prompt, completion, theme_terms)
+    new_theme, old_theme = terms.added(prompt, completion, theme_terms)
     if new_theme:
         return 2
     return 1 if old_unique or old_theme else 0
@@ -272,75 +109,91 @@ def completion_familiarity(scores: Sequence[int]) -> float:
     return sum(scores) / (3 * len(scores))
 
 
-def judge_table(prompts: Sequence[str], completions: Sequence[str], unique_terms: Iterable[str],
+def judge_table(prompts: Sequence[str], completions: Sequence[str], unique_terms: Iterable,
                 client=None, progress: bool = False) -> pd.DataFrame:
     """One row per completion: prompt, completion, score, terms, judge.
 
-    ``score`` comes from ``judge_offline``, or from ``judge_llm`` when a
-    ``client`` is given; ``terms`` (the unique terms the completion added) is
-    always the offline evidence, so the two judges can be compared.
+    ``unique_terms`` is one list of target-unique terms for every prompt, or one
+    list per prompt (a sequence of sequences, e.g. each prompt's own target terms
+    plus a shared lexicon). ``score`` comes from ``judge_offline``, or from
+    ``judge_llm`` when a ``client`` is given; ``terms`` (the unique terms the
+    completion added) is always the offline evidence, so the two judges can be compared.
     """
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-    unique_terms = tuple(unique_terms)  # read once per row below
+    unique_terms = list(unique_terms)
+    per_prompt = bool(unique_terms) and not isinstance(unique_terms[0], str)
+    if per_prompt and len(unique_terms) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(unique_terms)} lists of unique terms")
     rows = []
-    for prompt, completion in tqdm(list(zip(prompts, completions)), desc="judging",
-                                   disable=not progress):
+    for i, (prompt, completion) in enumerate(tqdm(list(zip(prompts, completions)), desc="judging",
+                                                  disable=not progress)):
+        mine = tuple(unique_terms[i]) if per_prompt else unique_terms
         if client is None:
-            score = judge_offline(prompt, completion, unique_terms)
+            score = judge_offline(prompt, completion, mine)
         else:
             score = judge_llm(client, prompt, completion)["score"]
         rows.append({"prompt": prompt, "completion": completion, "score": score,
-                     "terms": ", ".join(judge_terms(prompt, completion, unique_terms)),
+                     "terms": ", ".join(judge_terms(prompt, completion, mine)),
                      "judge": "offline" if client is None else "llm"})
     return pd.DataFrame(rows, columns=["prompt", "completion", "score", "terms", "judge"])
 
 
-def generic_split(part: str) -> list[str]:
-    """The generic texts split in two disjoint halves: ``"retain"`` (even files)
-    may be trained on (the KL term of finetuning); ``"eval"`` (odd files) is only
-    ever measured, so perplexity is never taken on training text."""
-    texts = load_generic_texts("generic")
-    if part not in ("retain", "eval"):
-        raise ValueError(f"part must be 'retain' or 'eval', got {part!r}")
-    return texts[0::2] if part == "retain" else texts[1::2]
-
-
 # ----------------------------------------------------------------- one model, every measure
 def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=(), unique_terms=(),
-            eval_texts=(), nearby_texts=(), base=None, batch_size: int = 16, completion_tokens: int = 40,
-            kl: bool = False) -> tuple[dict, dict]:
+            eval_texts=(), nearby_texts=(), kl_pair: ModelPair | None = None, batch_size: int = 16,
+            completion_tokens: int = 40, extra_token_probes: dict | None = None) -> tuple[dict, dict]:
     """Every metric of the course for one model: ``(numbers, tables)``.
 
     Forgetting: ``token_familiarity`` (mean target mass), ``generic_mass``,
-    ``completion_familiarity`` (offline judge, mean score / 3). Keeping:
+    ``completion_familiarity`` (offline judge, mean score / 3; each prompt judged
+    against its own target terms plus ``unique_terms``). Keeping:
     ``knowledge_accuracy``, ``perplexity`` (generic eval text), ``perplexity_nearby``
-    (other fantasy), and with ``kl`` the ``kl_to_baseline`` on the generic text.
-    Empty inputs skip their measure (a light measure for sweeps).
+    (other fantasy), and with ``kl_pair`` (B and this model) ``kl_to_baseline`` on
+    the generic text. ``extra_token_probes`` ({name: probes}) adds
+    ``<name>_familiarity`` (e.g. the indirect probes). Empty inputs skip their measure.
     """
-    from . import probe
-
     numbers, tables = {}, {}
     fam = probe.token_familiarity(model, tok, token_probes, batch_size, progress=False)
     numbers["token_familiarity"], numbers["generic_mass"] = float(fam.p_target.mean()), float(fam.p_generic.mean())
     tables["token"] = fam
+    for name, probes in (extra_token_probes or {}).items():
+        extra = probe.token_familiarity(model, tok, probes, batch_size, progress=False)
+        numbers[f"{name}_familiarity"] = float(extra.p_target.mean())
+        tables[name] = extra
     if knowledge_probes:
         know = probe.knowledge_accuracy(model, tok, knowledge_probes, batch_size, progress=False)
         numbers["knowledge_accuracy"] = float(know.correct.mean())
         tables["knowledge"] = know
     if completion_prompts:
         texts = [p.prompt for p in completion_prompts]
-        outs = probe.complete(model, tok, texts, completion_tokens, batch_size=min(batch_size, 8), progress=False)
-        judged = judge_table(texts, outs, unique_terms)
+        outs = scoring.complete(model, tok, texts, completion_tokens, batch_size=min(batch_size, 8), progress=False)
+        shared = tuple(unique_terms)
+        judged = judge_table(texts, outs, [(*p.target_terms, *shared) for p in completion_prompts])
         numbers["completion_familiarity"] = completion_familiarity(judged.score.tolist())
         tables["completions"] = judged
     if eval_texts:
-        numbers["perplexity"] = perplexity(model, tok, eval_texts)
+        numbers["perplexity"] = scoring.perplexity(model, tok, eval_texts)
     if nearby_texts:
-        numbers["perplexity_nearby"] = perplexity(model, tok, nearby_texts)
-    if kl and eval_texts:
-        numbers["kl_to_baseline"] = kl_to_baseline(model, tok, eval_texts, base=base)
+        numbers["perplexity_nearby"] = scoring.perplexity(model, tok, nearby_texts)
+    if kl_pair is not None and eval_texts:
+        numbers["kl_to_baseline"] = scoring.kl_divergence(kl_pair, tok, eval_texts)
     return numbers, tables
+
+
+def knowledge_flips(before: pd.DataFrame, after: pd.DataFrame) -> dict:
+    """A paired before/after reading of two ``knowledge_accuracy`` tables on the same
+    questions: how many flipped right -> wrong and wrong -> right, and the exact
+    two-sided McNemar p-value (binomial test on the flips). With ~130 questions an
+    accuracy change of 2 points is within noise; the flips say whether it is."""
+    merged = before[["id", "correct"]].merge(after[["id", "correct"]], on="id", suffixes=("_before", "_after"))
+    if len(merged) != len(before) or len(merged) != len(after):
+        raise ValueError("the two tables must hold the same questions (same ids)")
+    lost = int((merged.correct_before & ~merged.correct_after).sum())
+    gained = int((~merged.correct_before & merged.correct_after).sum())
+    n = lost + gained
+    tail = sum(math.comb(n, k) for k in range(0, min(lost, gained) + 1)) / 2 ** n if n else 1.0
+    return {"questions": len(merged), "lost": lost, "gained": gained, "p_value": min(1.0, 2 * tail)}
 
 
 def relative_to(baseline: dict, numbers: dict) -> dict:

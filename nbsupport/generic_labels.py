@@ -1,9 +1,6 @@
-"""Step 3: generic predictions and labels (ALGORITHM.md sections 2 and 4).
+"""Step 3: generic labels (ALGORITHM.md section 4).
 
-For logits at one position,
-
-    v_generic = v_B - alpha * ReLU(v_R - v_B)
-
+The generic prediction ``v_B - alpha * ReLU(v_R - v_B)`` (``pair.generic_logits``)
 pushes down only the tokens that reinforcement raised. Label generation applies
 it with the anchored terms: B reads the *translated* block (Harry -> Jon,
 Hogwarts -> Mystic Academy), R reads the original, and each original position
@@ -32,32 +29,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .dictionary import AnchorDict, Translator
+from .pair import ModelPair, generic_logits
+from .scoring import pad_right
+
 IGNORE = -100
-
-
-def generic_logits(v_base: torch.Tensor, v_reinforced: torch.Tensor, alpha: float) -> torch.Tensor:
-    """v_B - alpha * ReLU(v_R - v_B), elementwise; any shape [..., vocab]."""
-    if v_base.shape != v_reinforced.shape:
-        raise ValueError(f"logit shapes differ: {tuple(v_base.shape)} vs {tuple(v_reinforced.shape)}")
-    if alpha < 0:
-        raise ValueError(f"alpha must be >= 0, got {alpha}")
-    return v_base - alpha * torch.relu(v_reinforced - v_base)
-
-
-def generic_topk(model, tok, prompt: str, alpha: float, k: int = 10, base=None) -> pd.DataFrame:
-    """Top-k of softmax(v_generic) after ``prompt``, next to B's probabilities.
-
-    ``model`` is R (a LoRA PeftModel, or a full copy with ``base`` given).
-    """
-    from .reinforce import paired_logits
-
-    ids = tok(prompt, return_tensors="pt")["input_ids"]
-    v_b, v_r = paired_logits(model, ids, base)
-    p_gen = torch.softmax(generic_logits(v_b[0, -1], v_r[0, -1], alpha), -1).cpu()
-    p_b = torch.softmax(v_b[0, -1], -1).cpu()
-    values, idx = p_gen.topk(k)
-    return pd.DataFrame({"token": [tok.decode([int(i)]) for i in idx], "prob": values.tolist(),
-                         "p_baseline": p_b[idx].tolist()})
 
 
 # ----------------------------------------------------------------- alignment
@@ -73,7 +49,7 @@ class Alignment:
     translated_ids: list[int]
     source: list[int]
     forbidden: list[tuple[int, list[int]]] = field(default_factory=list)
-    anchors: list = field(default_factory=list)   # anchors.Anchor occurrences in the block
+    anchors: list = field(default_factory=list)   # dictionary.Anchor occurrences in the block
     original_text: str = ""
     translated_text: str = ""
 
@@ -99,7 +75,8 @@ def _variant_ids(tok, translation: str) -> set[int]:
 
 def align_block(ids: Sequence[int], tok, translator, seed: int = 0) -> Alignment:
     """Translate one block and map every original position to the translation
-    (see the module docstring for the rules). Shapes: lists of length len(ids)."""
+    (see the module docstring for the rules). Shapes: lists of length len(ids).
+    ``translator`` is a ``dictionary.Translator``."""
     text, spans = _text_and_offsets(tok, ids)
     tr = translator.translate(text, seed=seed)
     enc = tok(tr.text, add_special_tokens=False, return_offsets_mapping=True)
@@ -179,8 +156,8 @@ def _shift(per_position: torch.Tensor, fill) -> torch.Tensor:
 
 
 @torch.no_grad()
-def label_batch(R, alignments: Sequence[Alignment], alphas: Sequence[float], top_k: int = 0,
-                base=None, pad_id: int = 0) -> dict[str, torch.Tensor]:
+def label_batch(pair: ModelPair, alignments: Sequence[Alignment], alphas: Sequence[float], top_k: int = 0,
+                pad_id: int = 0) -> dict[str, torch.Tensor]:
     """Labels for a batch of aligned blocks: two forward passes (B on the
     translations, R on the originals), then per block and alpha the argmax.
 
@@ -188,19 +165,11 @@ def label_batch(R, alignments: Sequence[Alignment], alphas: Sequence[float], top
     ``topk_ids@<alpha>`` [b, L, k] int32 and ``topk_values@<alpha>`` [b, L, k]
     float16 of the combined logits (soft targets). All in the HF convention.
     """
-    from .reinforce import base_view
-
-    device = next(R.parameters()).device
-    orig = torch.tensor([a.original_ids for a in alignments], device=device)        # [b, L]
-    width = max(len(a.translated_ids) for a in alignments)
-    trans = torch.full((len(alignments), width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros_like(trans)
-    for i, a in enumerate(alignments):
-        trans[i, :len(a.translated_ids)] = torch.tensor(a.translated_ids, device=device)
-        mask[i, :len(a.translated_ids)] = 1
-    v_r_all = R(input_ids=orig).logits.float()                                     # [b, L, V]
-    with base_view(R, base):
-        v_b_all = (base or R)(input_ids=trans, attention_mask=mask).logits.float()  # [b, Lt, V]
+    device = pair.device
+    orig = torch.tensor([a.original_ids for a in alignments])                        # [b, L]
+    trans, mask = pad_right([a.translated_ids for a in alignments], pad_id)          # [b, Lt]
+    # B reads the translation, R the original: v_b_all [b, Lt, V], v_r_all [b, L, V]
+    v_b_all, v_r_all = pair.logits(orig, base_input_ids=trans, base_attention_mask=mask)
     L = orig.shape[1]
     out = {f"labels@{a:g}": torch.full((len(alignments), L), IGNORE, dtype=torch.long) for a in alphas}
     for a in alphas if top_k else ():
@@ -234,19 +203,17 @@ def _dictionary_digest(dictionary) -> str:
     return hashlib.sha256((dictionary.to_json() if dictionary is not None else "").encode()).hexdigest()[:16]
 
 
-def generate(R, tok, blocks: torch.Tensor, run, dictionary, alphas: Sequence[float], top_k: int = 0,
-             batch_size: int = 4, shard_blocks: int = 16, seed: int = 0, base=None,
-             out: str = "labels", progress: bool = True) -> dict:
+def generate(pair: ModelPair, tok, blocks: torch.Tensor, run, dictionary: AnchorDict | None,
+             alphas: Sequence[float], top_k: int = 0, batch_size: int = 4, shard_blocks: int = 16,
+             seed: int = 0, out: str = "labels", progress: bool = True) -> dict:
     """Generate labels for every block and write them to ``out/`` in shards.
 
-    ``blocks`` [n, L]; ``dictionary`` an ``anchors.AnchorDict`` (None: no anchors,
+    ``pair`` is B and R; ``blocks`` [n, L]; ``dictionary`` an ``AnchorDict`` (None: no anchors,
     the "reinforcement only" ablation); alpha 0 gives "anchors only". With
     ``top_k`` the top-k combined logits are kept for every alpha (soft targets). Each shard is written
     atomically as it is finished, so memory stays flat and an interrupted run
     resumes where it stopped. Same inputs, same labels. Returns the meta record.
     """
-    from .anchors import AnchorDict, Translator
-
     if not alphas or len(set(alphas)) != len(alphas):
         raise ValueError(f"give at least one alpha, each once; got {list(alphas)}")
     translator = Translator(dictionary if dictionary is not None else AnchorDict())
@@ -270,7 +237,7 @@ def generate(R, tok, blocks: torch.Tensor, run, dictionary, alphas: Sequence[flo
         for b in range(lo, min(lo + shard_blocks, len(blocks)), batch_size):
             batch = range(b, min(b + batch_size, lo + shard_blocks, len(blocks)))
             aligned = [align_block(blocks[i].tolist(), tok, translator, seed=seed + i) for i in batch]
-            pieces.append(label_batch(R, aligned, alphas, top_k, base, pad))
+            pieces.append(label_batch(pair, aligned, alphas, top_k, pad))
         tensors = {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
         tensors["input_ids"] = blocks[lo:lo + shard_blocks].clone()
         run.save_tensors(name, tensors)
@@ -308,19 +275,15 @@ def replacements(tok, input_ids: torch.Tensor, labels: torch.Tensor, k: int = 20
 
 
 @torch.no_grad()
-def explain_block(R, tok, ids: Sequence[int], translator, alpha: float, seed: int = 0, base=None,
-                  limit: int = 80) -> pd.DataFrame:
+def explain_block(pair: ModelPair, tok, ids: Sequence[int], translator: Translator, alpha: float,
+                  seed: int = 0, limit: int = 80) -> pd.DataFrame:
     """One block, token by token: the original token, its translated counterpart,
     B's, R's and the generic top choice, and the final label (what the model will
     be taught to predict next)."""
-    from .reinforce import base_view
-
     a = align_block(list(ids), tok, translator, seed)
-    device = next(R.parameters()).device
-    v_r = R(input_ids=torch.tensor([a.original_ids], device=device)).logits[0].float()
-    with base_view(R, base):
-        v_b = (base or R)(input_ids=torch.tensor([a.translated_ids], device=device)).logits[0].float()
-    src = torch.tensor(a.source, device=device)
+    v_b, v_r = pair.logits(torch.tensor([a.original_ids]), base_input_ids=torch.tensor([a.translated_ids]))
+    v_b, v_r = v_b[0], v_r[0]                                   # [Lt, V], [L, V]
+    src = torch.tensor(a.source, device=v_b.device)
     v_g = v_b[src.clamp(min=0)]
     combined = combine(v_g, v_r, alpha, a.forbidden)
     dec = lambda i: tok.decode([int(i)])  # noqa: E731

@@ -46,6 +46,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import jsonschema
+
 ENV_BASE_URL = "NBSUPPORT_LLM_BASE_URL"   # e.g. http://localhost:8000/v1
 ENV_MODEL = "NBSUPPORT_LLM_MODEL"
 ENV_API_KEY = "NBSUPPORT_LLM_API_KEY"     # optional (local servers often need none)
@@ -290,7 +292,6 @@ class LLMClient:
 
 def _validator(schema: dict) -> Any:
     """A jsonschema validator for ``schema``; ValueError if the schema itself is invalid."""
-    import jsonschema  # installed with nbformat
 
     if not isinstance(schema, dict):
         raise ValueError("schema must be a JSON Schema dict")
@@ -303,7 +304,6 @@ def _validator(schema: dict) -> Any:
 
 
 def _best_error(validator: Any, instance: Any) -> Any:
-    import jsonschema
 
     return jsonschema.exceptions.best_match(validator.iter_errors(instance))
 

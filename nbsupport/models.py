@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .config import EMBEDDED
 from .runs import atomic_path
@@ -147,8 +149,6 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     The copy is written to a temporary sibling and renamed into place, so a
     crash never leaves a half-written directory under ``out_dir``'s name.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf = Path(gguf)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -219,8 +219,6 @@ def load_model(spec: str | os.PathLike = EMBEDDED, adapter: str | os.PathLike | 
     result is a ``PeftModel`` whose adapter can be switched off with
     ``model.disable_adapter()`` to get the base back.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     resolved = resolve_spec(spec)
     device = pick_device() if device is None else torch.device(device)
     dtype = dtype or pick_dtype(device)
@@ -252,7 +250,6 @@ def load_model(spec: str | os.PathLike = EMBEDDED, adapter: str | os.PathLike | 
     model.config.name_or_path = EMBEDDED if resolved.kind == "embedded" else location
     model.name_or_path = model.config.name_or_path
     if adapter is not None:
-        from peft import PeftModel
         adapter_dir = Path(adapter)
         if not (adapter_dir / "adapter_config.json").is_file():
             raise ModelSpecError(f"adapter {adapter_dir} has no adapter_config.json; "

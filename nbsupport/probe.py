@@ -4,6 +4,9 @@ Three probe sets ship with the package (all written for this course):
 
 * ``hp_token``: a prompt, Harry-Potter-specific continuations (``target``) and
   plausible generic ones (``generic``): the paper's token-probability test.
+* ``hp_indirect``: token probes whose prompts name nothing of the target world
+  (no anchored term): they describe instead ("the boy with the lightning-shaped
+  scar"), so they test knowledge the anchors never swapped.
 * ``hp_completion``: open prompts about the Harry Potter world, with terms a
   knowing model tends to produce (``target_terms``): the completion test.
 * ``general_knowledge``: multiple-choice facts with no Harry Potter in them, to
@@ -11,19 +14,20 @@ Three probe sets ship with the package (all written for this course):
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
-import torch
-from tqdm.auto import tqdm
 
-from . import package_data
+from . import package_data, terms
+from .scoring import continuation_logprobs
 
 PROBE_FILES = {
     "hp_token": "hp_token_probes.json",
+    "hp_indirect": "hp_indirect_probes.json",
     "hp_completion": "hp_completion_prompts.json",
     "general_knowledge": "general_knowledge.json",
 }
@@ -69,7 +73,9 @@ def _validate(kind: str, items: list[dict]) -> None:
         raise ProbeDataError(f"{kind} probe {item.get('id', '?')!r}: {msg}")
 
     seen_ids, seen_prompts = set(), set()
-    for item in items:
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ProbeDataError(f"{kind} probe number {i} is a {type(item).__name__}, not an object")
         prompt = item.get("prompt")
         if not item.get("id") or not isinstance(prompt, str) or not prompt.strip():
             fail(item, "needs a non-empty 'id' and 'prompt'")
@@ -79,7 +85,7 @@ def _validate(kind: str, items: list[dict]) -> None:
             fail(item, "duplicate prompt")
         seen_ids.add(item["id"])
         seen_prompts.add(prompt)
-        if kind == "hp_token":
+        if kind in ("hp_token", "hp_indirect"):
             target, generic = item.get("target") or [], item.get("generic") or []
             if not target or not generic:
                 fail(item, "needs non-empty 'target' and 'generic' lists")
@@ -102,19 +108,25 @@ def load_probes(kind: str, path: str | Path | None = None, limit: int | None = N
     """Load and validate a probe set: a built-in one by kind, or your own JSON file."""
     if kind not in PROBE_FILES:
         raise ProbeDataError(f"unknown probe kind {kind!r}: choose one of {', '.join(PROBE_FILES)}")
-    if path is None:
-        text = package_data("probes", PROBE_FILES[kind]).read_text("utf-8")
-    else:
-        text = Path(path).read_text("utf-8")
+    where = str(path) if path is not None else PROBE_FILES[kind]
+    source = Path(path) if path is not None else package_data("probes", PROBE_FILES[kind])
+    if not source.is_file():
+        raise ProbeDataError(f"probe file {source} not found")
     try:
-        doc = json.loads(text)
+        doc = json.loads(source.read_text("utf-8"))
+    except UnicodeDecodeError:
+        raise ProbeDataError(f"{where} is not UTF-8: save it as UTF-8 JSON") from None
     except json.JSONDecodeError as err:
-        raise ProbeDataError(f"{path or PROBE_FILES[kind]} is not valid JSON: {err}") from None
-    items = doc.get("prompts" if kind == "hp_completion" else "probes")
+        raise ProbeDataError(f"{where} is not valid JSON: {err}") from None
+    field_name = "prompts" if kind == "hp_completion" else "probes"
+    if not isinstance(doc, dict) or field_name not in doc:
+        raise ProbeDataError(f"{where}: expected an object with a {field_name!r} list, "
+                             f'e.g. {{"version": 1, "{field_name}": [...]}}')
+    items = doc[field_name]
     if not isinstance(items, list) or not items:
-        raise ProbeDataError(f"{path or PROBE_FILES[kind]} holds no probes")
+        raise ProbeDataError(f"{where}: {field_name!r} must be a non-empty list")
     _validate(kind, items)
-    cls = {"hp_token": TokenProbe, "hp_completion": CompletionPrompt,
+    cls = {"hp_token": TokenProbe, "hp_indirect": TokenProbe, "hp_completion": CompletionPrompt,
            "general_knowledge": KnowledgeProbe}[kind]
     names = cls.__dataclass_fields__
     probes = [cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in it.items() if k in names})
@@ -122,82 +134,17 @@ def load_probes(kind: str, path: str | Path | None = None, limit: int | None = N
     return probes[:limit] if limit else probes
 
 
-# ----------------------------------------------------------------- core scoring
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
+def split(probes: Sequence, part: str) -> list:
+    """The development half (``"dev"``: recipes and settings are chosen on it) or the
+    report half (``"report"``: only ever reported) of a probe set.
 
-
-def split_joint(tok, prompt: str, continuation: str) -> tuple[list[int], int]:
-    """Tokenize ``prompt + continuation`` jointly; return (ids, index of the first
-    continuation token).
-
-    The first continuation token is the first whose text ends after the prompt,
-    so a token straddling the boundary counts as continuation. Scoring the joint
-    tokenization (not prompt and continuation separately) gives the tokens the
-    model would really see, e.g. " magic" rather than " " + "magic".
+    The split is by a hash of each probe's id, so it is fixed whatever the order or
+    the number of probes loaded, and a new probe never moves an old one.
     """
-    if not prompt:
-        raise ValueError("the prompt must not be empty: the first token has no context to be scored in")
-    enc = tok(prompt + continuation, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    boundary = len(prompt)
-    start = next((i for i, (s, e) in enumerate(offsets) if e > boundary and e > s), len(ids))
-    if start == 0:
-        raise ValueError(f"prompt {prompt!r} merges into the continuation's first token; "
-                         "end the prompt at a word boundary")
-    return ids, start
-
-
-@torch.no_grad()
-def continuation_logprobs(model, tok, pairs: Sequence[tuple[str, str]], batch_size: int = 16,
-                          progress: bool = False) -> torch.Tensor:
-    """log P(continuation | prompt) for each (prompt, continuation) pair.
-
-    Returns a float tensor of shape [len(pairs)] (on the CPU). Sequences are
-    right-padded into batches of ``batch_size``; padding never changes a score.
-    """
-    encoded = [split_joint(tok, p, c) for p, c in pairs]
-    out = torch.empty(len(encoded), dtype=torch.float32)
-    device = _device(model)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    starts = range(0, len(encoded), batch_size)
-    for lo in tqdm(starts, desc="scoring", disable=not progress):
-        chunk = encoded[lo:lo + batch_size]
-        width = max(len(ids) for ids, _ in chunk)
-        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, (ids, _) in enumerate(chunk):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            mask[row, :len(ids)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-        logp = torch.log_softmax(logits.float(), dim=-1).cpu()  # [b, width, vocab]
-        for row, (ids, start) in enumerate(chunk):
-            positions = torch.arange(start, len(ids))
-            # logits at position t-1 predict token t
-            out[lo + row] = logp[row, positions - 1, torch.tensor(ids[start:])].sum()
-    return out
-
-
-@torch.no_grad()
-def next_token_probs(model, tok, prompt: str) -> torch.Tensor:
-    """Probability of every vocabulary token after ``prompt``: shape [vocab]."""
-    enc = tok(prompt, return_tensors="pt").to(_device(model))
-    if enc["input_ids"].shape[1] == 0:
-        raise ValueError("the prompt must not be empty")
-    logits = model(**enc).logits[0, -1]
-    return torch.softmax(logits.float(), dim=-1).cpu()
-
-
-def top_k_table(probs: torch.Tensor, tok, k: int = 10) -> pd.DataFrame:
-    """The ``k`` most likely tokens of a [vocab] probability vector, as a table."""
-    values, indices = probs.topk(k)
-    return pd.DataFrame({"token": [tok.decode([int(i)]) for i in indices],
-                         "token_id": indices.tolist(), "prob": values.tolist()})
-
-
-def next_token_topk(model, tok, prompt: str, k: int = 10) -> pd.DataFrame:
-    """The model's ``k`` most likely next tokens after ``prompt``."""
-    return top_k_table(next_token_probs(model, tok, prompt), tok, k)
+    if part not in ("dev", "report"):
+        raise ValueError(f"part must be 'dev' or 'report', got {part!r}")
+    want = 0 if part == "dev" else 1
+    return [p for p in probes if hashlib.sha256(p.id.encode()).digest()[0] % 2 == want]
 
 
 # ----------------------------------------------------------------- probe sets
@@ -247,43 +194,7 @@ def knowledge_accuracy(model, tok, probes: Sequence[KnowledgeProbe], batch_size:
     return pd.DataFrame(rows)
 
 
-def mentioned_terms(prompt: str, completion: str, terms: Sequence[str]) -> list[str]:
-    """Target terms that appear in the completion (as whole words, any case) but not
-    in the prompt: knowledge the model added rather than repeated."""
-    import re
-
-    def has(term, text):
-        return re.search(rf"(?<!\w){re.escape(term)}(?!\w)", text, flags=re.IGNORECASE) is not None
-
-    return [t for t in terms if has(t, completion) and not has(t, prompt)]
-
-
-@torch.no_grad()
-def complete(model, tok, prompts: Sequence[str], max_new_tokens: int = 40, greedy: bool = True,
-             temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
-             batch_size: int = 8, progress: bool = True) -> list[str]:
-    """Continue each prompt; greedy by default, else seeded nucleus sampling.
-
-    Prompts are left-padded into batches so that each continues right after its text.
-    """
-    if any(not p for p in prompts):
-        raise ValueError("prompts must not be empty")
-    device = _device(model)
-    side = tok.padding_side
-    tok.padding_side = "left"
-    outputs: list[str] = []
-    try:
-        if not greedy:
-            torch.manual_seed(seed)
-        for lo in tqdm(range(0, len(prompts), batch_size), desc="generating", disable=not progress):
-            batch = list(prompts[lo:lo + batch_size])
-            enc = tok(batch, return_tensors="pt", padding=True).to(device)
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=not greedy,
-                                 temperature=temperature if not greedy else None,
-                                 top_p=top_p if not greedy else None, top_k=None,
-                                 pad_token_id=tok.pad_token_id)
-            new = gen[:, enc["input_ids"].shape[1]:]
-            outputs += tok.batch_decode(new, skip_special_tokens=True)
-    finally:
-        tok.padding_side = side
-    return outputs
+def mentioned_terms(prompt: str, completion: str, target_terms: Sequence[str]) -> list[str]:
+    """Target terms the completion mentions and the prompt does not: knowledge the
+    model added rather than repeated (``terms.added``, the judge's rule too)."""
+    return terms.added(prompt, completion, target_terms)[0]

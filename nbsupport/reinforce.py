@@ -2,94 +2,70 @@
 
 Train the baseline B further on the target text to get the reinforced model R,
 which is "more Harry Potter" than B. By default R is a LoRA adapter on B, so both
-share one copy of the weights: ``with model.disable_adapter():`` gives B back
-exactly. ``method="full"`` trains a full copy instead.
+share one copy of the weights (a ``ModelPair``: adapter off gives B back exactly).
+``method="full"`` trains a full copy instead.
 """
 from __future__ import annotations
-
-from contextlib import nullcontext
 
 import pandas as pd
 import torch
 
-from . import probe
-from .training import BlockDataset, TrainSettings, attach_lora, loss_history, save_model, train
-
-
-def settings_from(cfg) -> TrainSettings:
-    """Reinforcement settings from a resolved profile (``config.resolve``)."""
-    return TrainSettings(method=cfg.reinforce_method, epochs=cfg.reinforce_epochs,
-                         learning_rate=cfg.reinforce_lr, batch_size=cfg.reinforce_batch_size,
-                         grad_accum=cfg.reinforce_grad_accum, max_steps=cfg.reinforce_max_steps,
-                         lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, seed=cfg.seed)
+from . import models, scoring
+from .pair import ModelPair, generic_logits
+from .training import BlockDataset, TrainSettings, train_and_save
 
 
 def reinforce(model, blocks: torch.Tensor, run, settings: TrainSettings, resume: bool = True,
-              callbacks=()):
-    """Train R on ``blocks`` ([n_blocks, block_size] token ids) and save it to the run.
+              callbacks=(), tok=None) -> tuple[ModelPair, list[dict]]:
+    """Train R on ``blocks`` ([n_blocks, block_size] token ids) and save it to the run
+    (``reinforce/adapter`` for LoRA, ``reinforce/model`` for a full copy).
 
-    Returns ``(R, losses)``. With LoRA, R is a PeftModel around ``model``; the
-    adapter is saved to ``reinforce/adapter``, a full model to ``reinforce/model``.
+    Returns ``(pair, losses)``: B and R as a ``ModelPair``. A full R needs B beside
+    it, so B is loaded again from the run's model spec.
     """
+    base_spec = model.name_or_path
+    trained, losses = train_and_save(model, BlockDataset(blocks), run, "reinforce", settings,
+                                     resume=resume, callbacks=callbacks, tok=tok)
     if settings.method == "lora":
-        model = attach_lora(model, settings)
-    else:
-        model.requires_grad_(True)
-    trainer = train(model, BlockDataset(blocks), run.path("reinforce/checkpoints"), settings,
-                    resume=resume, callbacks=callbacks)
-    with run.atomic_dir("reinforce/adapter" if settings.method == "lora" else "reinforce/model") as tmp:
-        save_model(model, tmp)
-    losses = loss_history(trainer)
-    run.write_json("reinforce/losses.json", losses)
-    return model, losses
+        return ModelPair(trained), losses
+    base, _ = models.load_model(base_spec, device=scoring.device_of(trained))
+    return ModelPair(trained, base=base), losses
 
 
-def load_reinforced(run, cfg, device=None):
-    """R from an earlier notebook 02 run: ``(R, tok, base)``. For a LoRA R, ``base``
-    is None (switch the adapter off to get B); for a full R, ``base`` is B."""
-    from . import models
-
-    if cfg.reinforce_method == "lora":
-        R, tok = models.load_model(cfg.model, adapter=run.require("reinforce/adapter"), device=device)
-        return R, tok, None
+def load_reinforced(run, model_spec: str, method: str, device=None) -> tuple[ModelPair, object]:
+    """B and R from an earlier notebook 02 run: ``(pair, tok)``."""
+    if method == "lora":
+        R, tok = models.load_model(model_spec, adapter=run.require("reinforce/adapter"), device=device)
+        return ModelPair(R), tok
     R, tok = models.load_model(run.require("reinforce/model"), device=device)
-    base, _ = models.load_model(cfg.model, device=device)
-    return R, tok, base
+    base, _ = models.load_model(model_spec, device=device)
+    return ModelPair(R, base=base), tok
 
 
-def base_view(model, base=None):
-    """Context in which ``model`` computes the baseline: the adapter switched off
-    (LoRA), or nothing to do when a separate ``base`` model is given (full R)."""
-    if base is not None or not hasattr(model, "disable_adapter"):
-        return nullcontext()
-    return model.disable_adapter()
-
-
-@torch.no_grad()
-def paired_logits(model, input_ids: torch.Tensor, base=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(v_B, v_R) for the same input: both [batch, seq, vocab], float32, on the model's device.
-
-    ``model`` is R; B is ``base`` if given, else R with its adapter disabled.
-    """
-    input_ids = input_ids.to(next(model.parameters()).device)
-    v_r = model(input_ids=input_ids).logits.float()
-    with base_view(model, base):
-        v_b = (base or model)(input_ids=input_ids).logits.float()
-    return v_b, v_r
-
-
-def compare_topk(model, tok, prompt: str, k: int = 10, base=None) -> pd.DataFrame:
+def compare_topk(pair: ModelPair, tok, prompt: str, k: int = 10) -> pd.DataFrame:
     """Top-k next tokens of B and of R side by side for one prompt."""
-    r = probe.next_token_topk(model, tok, prompt, k)
-    with base_view(model, base):
-        b = probe.next_token_topk(base or model, tok, prompt, k)
+    with pair.trained() as R:
+        r = scoring.next_token_topk(R, tok, prompt, k)
+    with pair.base() as B:
+        b = scoring.next_token_topk(B, tok, prompt, k)
     return pd.DataFrame({"baseline": b["token"], "p_baseline": b["prob"],
                          "reinforced": r["token"], "p_reinforced": r["prob"]})
 
 
+def generic_topk(pair: ModelPair, tok, prompt: str, alpha: float, k: int = 10) -> pd.DataFrame:
+    """Top-k of softmax(v_generic) after ``prompt``, next to B's probabilities."""
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    v_b, v_r = pair.logits(ids)
+    p_gen = torch.softmax(generic_logits(v_b[0, -1], v_r[0, -1], alpha), -1).cpu()
+    p_b = torch.softmax(v_b[0, -1], -1).cpu()
+    values, idx = p_gen.topk(k)
+    return pd.DataFrame({"token": [tok.decode([int(i)]) for i in idx], "prob": values.tolist(),
+                         "p_baseline": p_b[idx].tolist()})
+
+
 @torch.no_grad()
-def reinforcement_effect(model, blocks: torch.Tensor, max_blocks: int = 8, batch_size: int = 2,
-                         sample_per_position: int = 64, base=None, seed: int = 0) -> dict:
+def reinforcement_effect(pair: ModelPair, blocks: torch.Tensor, max_blocks: int = 8, batch_size: int = 2,
+                         sample_per_position: int = 64, seed: int = 0) -> dict:
     """What reinforcement changed on the target text (the first ``max_blocks`` blocks).
 
     Returns
@@ -105,7 +81,7 @@ def reinforcement_effect(model, blocks: torch.Tensor, max_blocks: int = 8, batch
     samples, gain_sum, gain_count = [], None, None
     for lo in range(0, len(blocks), batch_size):
         batch = blocks[lo:lo + batch_size]
-        v_b, v_r = paired_logits(model, batch, base)
+        v_b, v_r = pair.logits(batch)
         diff = (v_r - v_b).flatten(0, 1).cpu()          # [positions, vocab]
         cols = torch.randint(diff.shape[1], (diff.shape[0], sample_per_position), generator=gen)
         samples.append(diff.gather(1, cols).flatten())

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import nbformat
+import papermill as pm
+
 from .config import PROFILES, ConfigError
 
 
@@ -57,8 +60,6 @@ def default_notebook_dir() -> Path:
 def source_cell_number(notebook: Path, source: str) -> int | None:
     """1-based number of the cell with this source in the committed notebook (the
     executed copy has papermill's injected-parameters cell, which shifts indices)."""
-    import nbformat
-
     cells = nbformat.read(notebook, as_version=4).cells
     return next((i + 1 for i, c in enumerate(cells) if c.source == source), None)
 
@@ -73,10 +74,13 @@ def parse_value(text: str) -> Any:
 
 def run_series(profile: str, run_dir: str | Path, notebook_dir: str | Path | None = None,
                only: Sequence[str] = (), parameters: dict[str, Any] | None = None,
-               kernel_name: str = "python3", log_output: bool = False) -> list[NotebookResult]:
-    """Execute the notebooks in order; raise NotebookFailed at the first failing cell."""
-    import papermill as pm
+               kernel_name: str = "python3", log_output: bool = False,
+               progress: bool = True) -> list[NotebookResult]:
+    """Execute the notebooks in order; raise NotebookFailed at the first failing cell.
 
+    With ``progress`` papermill's bar shows the cell being run, of how many, and
+    the time elapsed, so a long notebook never sits silent.
+    """
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     notebook_dir = Path(notebook_dir) if notebook_dir else default_notebook_dir()
@@ -99,11 +103,11 @@ def run_series(profile: str, run_dir: str | Path, notebook_dir: str | Path | Non
         start = time.perf_counter()
         try:
             pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name=kernel_name,
-                                cwd=str(nb.parent), log_output=log_output, progress_bar=False)
+                                cwd=str(nb.parent), log_output=log_output, progress_bar=progress)
         except pm.PapermillExecutionError as err:
             raise NotebookFailed(nb, source_cell_number(nb, err.source), f"{err.ename}: {err.evalue}",
                                  executed) from None
         seconds = time.perf_counter() - start
-        print(f"    done in {seconds:.0f} s -> {executed}", flush=True)
+        print(f"    {nb.name} done in {seconds:.0f} s -> {executed}", flush=True)
         results.append(NotebookResult(nb.name, seconds))
     return results

@@ -24,6 +24,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+import pandas as pd
+from safetensors.torch import load_file, save_file
+
+from . import config
+
 # Which notebook writes each stage folder; used to tell learners what to run first.
 PRODUCERS = {
     "baseline": "01_what_does_the_model_know.ipynb",
@@ -136,19 +141,16 @@ class Run:
         """A pandas DataFrame as CSV (readable in any spreadsheet)."""
         return write_text_atomic(self.path(name), table.to_csv(index=False))
 
-    def read_table(self, name: str):
-        import pandas as pd
+    def read_table(self, name: str) -> pd.DataFrame:
         return pd.read_csv(self.require(name))
 
     def save_tensors(self, name: str, tensors: dict) -> Path:
         """A dict of tensors as safetensors (loadable without pickle)."""
-        from safetensors.torch import save_file
         with atomic_path(self.path(name)) as tmp:
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
         return self.path(name)
 
     def load_tensors(self, name: str) -> dict:
-        from safetensors.torch import load_file
         return load_file(str(self.require(name)))
 
     def save_figure(self, name: str, fig) -> Path:
@@ -195,3 +197,35 @@ def open_run(run_dir: str | os.PathLike, cfg: dict | None = None, stage: str | N
         if stage:
             run.record_config(stage, cfg)
     return run
+
+
+def open_stage(run_dir: str | os.PathLike, profile: str, stage: str, **overrides: Any) -> tuple[Run, config.Config]:
+    """The run contract of a notebook: ``(run, cfg)`` for ``stage`` of ``run_dir``.
+
+    ``cfg`` is the profile with the notebook's parameters applied (``None`` = the
+    profile's value), except that every parameter an earlier stage fixed
+    (``config.FIXED_BY``: the model, the block size, the alpha, ...) is inherited
+    from that stage's recorded configuration. Asking for another value of an
+    inherited parameter raises ``RunMismatchError`` naming the stage that fixed
+    it. The resolved configuration is recorded as ``config/<stage>.json``.
+    """
+    if stage not in config.STAGES:
+        raise ValueError(f"unknown stage {stage!r}: choose one of {', '.join(config.STAGES)}")
+    cfg = config.resolve(profile, **overrides)
+    run = Run(run_dir)
+    earlier = config.STAGES[:config.STAGES.index(stage)]
+    for owner in earlier:
+        if not run.exists(f"config/{owner}.json"):
+            continue
+        recorded = run.read_json(f"config/{owner}.json")
+        for name, fixer in config.FIXED_BY.items():
+            if fixer != owner or name not in recorded:
+                continue
+            asked = overrides.get(name, overrides.get(name.upper()))
+            if asked is not None and _jsonable(asked) != recorded[name]:
+                raise RunMismatchError(
+                    f"{name.upper()}={asked!r} conflicts with {run.root}: notebooks/{PRODUCERS[owner]} "
+                    f"ran with {name.upper()}={recorded[name]!r}, and its outputs depend on it. Leave "
+                    f"{name.upper()} = None to inherit it, or rerun the series from that notebook in a new RUN_DIR.")
+            cfg[name] = recorded[name]
+    return open_run(run_dir, cfg, stage=stage), cfg

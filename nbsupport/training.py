@@ -1,17 +1,23 @@
-"""The one training loop of the course (reinforcement and finetuning share it):
-the transformers Trainer with progress bars, checkpoints and resume.
+"""The one training skeleton of the course (reinforcement and finetuning share it):
+attach LoRA (or unfreeze everything), train with the transformers Trainer
+(progress bars, checkpoints, resume), save in Hugging Face format, record the losses.
 
 Both stages train a causal LM on fixed-length token blocks; they differ only in
-their labels (the text itself for reinforcement, generic labels for finetuning).
+their labels (the text itself for reinforcement, generic labels for finetuning)
+and, for finetuning, in the loss (a Trainer subclass).
 """
 from __future__ import annotations
 
+import copy
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
+from peft import LoraConfig, get_peft_model
+from transformers import Trainer, TrainingArguments, default_data_collator
 
 
 class TrainingError(RuntimeError):
@@ -63,10 +69,20 @@ class BlockDataset(torch.utils.data.Dataset):
                 "attention_mask": torch.ones_like(self.input_ids[i])}
 
 
+def settings_from(cfg, stage: str) -> TrainSettings:
+    """The training settings of ``stage`` ("reinforce" or "finetune") from a resolved
+    profile: its ``<stage>_method``, ``_epochs``, ``_lr``, ``_batch_size``,
+    ``_grad_accum`` and ``_max_steps`` parameters, and the shared LoRA shape."""
+    if stage not in ("reinforce", "finetune"):
+        raise ValueError(f"stage must be 'reinforce' or 'finetune', got {stage!r}")
+    return TrainSettings(method=cfg[f"{stage}_method"], epochs=cfg[f"{stage}_epochs"],
+                         learning_rate=cfg[f"{stage}_lr"], batch_size=cfg[f"{stage}_batch_size"],
+                         grad_accum=cfg[f"{stage}_grad_accum"], max_steps=cfg[f"{stage}_max_steps"],
+                         lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, seed=cfg.seed)
+
+
 def attach_lora(model, settings: TrainSettings):
     """Wrap ``model`` in a trainable LoRA adapter named "default"."""
-    from peft import LoraConfig, get_peft_model
-
     config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
                         lora_dropout=settings.lora_dropout, target_modules=settings.target_modules,
                         task_type="CAUSAL_LM")
@@ -85,14 +101,11 @@ def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, sett
     Checkpoints go to ``output_dir``; with ``resume`` an interrupted run continues
     from the last one, provided it was made with the same settings.
     """
-    from transformers import Trainer, TrainingArguments, default_data_collator
-    from transformers.trainer_utils import get_last_checkpoint
-
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     record = output_dir / "settings.json"
     mine = json.dumps(asdict(settings), sort_keys=True, default=list)
-    last = get_last_checkpoint(str(output_dir)) if resume else None
+    last = last_complete_checkpoint(output_dir) if resume else None
     if last and record.exists() and record.read_text() != mine:
         raise TrainingError(f"the checkpoints in {output_dir} were made with other settings; "
                             "delete that folder or train with resume=False")
@@ -111,6 +124,63 @@ def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, sett
     trainer.train(resume_from_checkpoint=last)
     model.eval()
     return trainer
+
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The checkpoint with the highest step that was written completely, or None.
+
+    The Trainer writes a checkpoint folder file by file and its state file last; a
+    run killed in between leaves a folder without ``trainer_state.json`` (or
+    without weights), which is skipped rather than resumed from.
+    """
+    found = []
+    for path in Path(output_dir).iterdir() if Path(output_dir).is_dir() else ():
+        m = _CHECKPOINT.match(path.name)
+        has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
+        if m and path.is_dir() and (path / "trainer_state.json").is_file() and has_weights:
+            found.append((int(m.group(1)), path))
+    return str(max(found)[1]) if found else None
+
+
+def train_and_save(model, dataset: torch.utils.data.Dataset, run, out: str, settings: TrainSettings,
+                   resume: bool = True, callbacks: Sequence = (), trainer_class=None, tok=None,
+                   save_merged: bool = False):
+    """The skeleton both stages share: attach LoRA (or unfreeze all weights), train,
+    save to ``<out>/adapter`` (LoRA) or ``<out>/model`` (full), losses to
+    ``<out>/losses.json``, and with ``save_merged`` full weights with the adapter
+    merged in ``<out>/merged``. Checkpoints go to ``<out>/checkpoints``.
+
+    Returns ``(trained model, losses)``; a LoRA model is a PeftModel around ``model``.
+    """
+    if settings.method == "lora":
+        model = attach_lora(model, settings)
+    else:
+        model.requires_grad_(True)
+    trainer = train(model, dataset, run.path(f"{out}/checkpoints"), settings, resume=resume,
+                    callbacks=callbacks, trainer_class=trainer_class)
+    with run.atomic_dir(f"{out}/adapter" if settings.method == "lora" else f"{out}/model") as tmp:
+        save_model(model, tmp)
+        if tok is not None and settings.method == "full":
+            tok.save_pretrained(tmp)
+    losses = loss_history(trainer)
+    run.write_json(f"{out}/losses.json", losses)
+    if save_merged and settings.method == "lora":
+        save_merged_copy(model, run, f"{out}/merged", tok)
+    return model, losses
+
+
+def save_merged_copy(model, run, name: str, tok=None) -> None:
+    """Full weights with the adapter merged in (a plain HF model directory, with
+    the tokenizer if given), without touching ``model``."""
+    merged = copy.deepcopy(model).merge_and_unload()
+    with run.atomic_dir(name) as tmp:
+        merged.save_pretrained(tmp)
+        if tok is not None:
+            tok.save_pretrained(tmp)
+    del merged
 
 
 def loss_history(trainer) -> list[dict]:

@@ -3,11 +3,18 @@ with ``interactive=False`` (batch runs, no browser attached) it returns the same
 content as static tables and figures instead."""
 from __future__ import annotations
 
-from typing import Sequence
+import html
+from typing import Callable, Sequence
 
+import ipywidgets as w
+import matplotlib.pyplot as plt
 import pandas as pd
+from IPython.display import HTML, display
 
-from . import plots, probe
+from . import plots, scoring
+from .dictionary import apply_review
+from .pair import ModelPair
+from .reinforce import generic_topk
 
 
 def topk_explorer(model, tok, prompts: Sequence[str], k: int = 10, interactive: bool = True):
@@ -17,12 +24,8 @@ def topk_explorer(model, tok, prompts: Sequence[str], k: int = 10, interactive: 
     Static: returns one table with the top-k of every prompt in ``prompts``.
     """
     if not interactive:
-        tables = [probe.next_token_topk(model, tok, p, k).assign(prompt=p) for p in prompts]
+        tables = [scoring.next_token_topk(model, tok, p, k).assign(prompt=p) for p in prompts]
         return pd.concat(tables, ignore_index=True)[["prompt", "token", "prob"]]
-
-    import ipywidgets as w
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
     text = w.Text(value=prompts[0] if prompts else "", description="Prompt:",
                   layout=w.Layout(width="80%"), continuous_update=False)
@@ -34,7 +37,7 @@ def topk_explorer(model, tok, prompts: Sequence[str], k: int = 10, interactive: 
             if not text.value:
                 print("Type a prompt and press Enter.")
                 return
-            fig, _ = plots.topk_bars(probe.next_token_topk(model, tok, text.value, k), title=text.value)
+            fig, _ = plots.topk_bars(scoring.next_token_topk(model, tok, text.value, k), title=text.value)
             display(fig)
             plt.close(fig)
 
@@ -43,22 +46,16 @@ def topk_explorer(model, tok, prompts: Sequence[str], k: int = 10, interactive: 
     return w.VBox([text, out])
 
 
-def alpha_explorer(model, tok, prompt: str, alphas: Sequence[float], k: int = 10,
-                   interactive: bool = True, base=None):
+def alpha_explorer(pair: ModelPair, tok, prompt: str, alphas: Sequence[float], k: int = 10,
+                   interactive: bool = True):
     """Move alpha, watch v_generic = v_B - alpha * ReLU(v_R - v_B) change the top-k.
 
     Interactive: a slider and a prompt field. Static: one table with the top-k
     for each alpha in ``alphas``.
     """
-    from .labels import generic_topk
-
     if not interactive:
-        tables = [generic_topk(model, tok, prompt, a, k, base).assign(alpha=a) for a in alphas]
+        tables = [generic_topk(pair, tok, prompt, a, k).assign(alpha=a) for a in sorted(alphas)]
         return pd.concat(tables, ignore_index=True)[["alpha", "token", "prob", "p_baseline"]]
-
-    import ipywidgets as w
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
     text = w.Text(value=prompt, description="Prompt:", layout=w.Layout(width="80%"),
                   continuous_update=False)
@@ -70,7 +67,7 @@ def alpha_explorer(model, tok, prompt: str, alphas: Sequence[float], k: int = 10
     def show(_=None):
         out.clear_output(wait=True)
         with out:
-            table = generic_topk(model, tok, text.value, slider.value, k, base)
+            table = generic_topk(pair, tok, text.value, slider.value, k)
             fig, _ = plots.topk_bars(table, title=f"generic prediction, alpha={slider.value:g}")
             display(fig)
             plt.close(fig)
@@ -83,10 +80,6 @@ def alpha_explorer(model, tok, prompt: str, alphas: Sequence[float], k: int = 10
 
 def translation_html(translation, max_chars: int = 1200):
     """The original passage and its translation, anchored terms highlighted."""
-    import html
-
-    from IPython.display import HTML
-
     def mark(text, spans, color):
         out, at = [], 0
         for s, e in spans:
@@ -116,7 +109,6 @@ class DictionaryReview:
         self.dictionary, self.keys, self.interactive = dictionary, list(keys), interactive
         self.rows = {}
         if interactive:
-            import ipywidgets as w
             for key in self.keys:
                 entry = dictionary[key]
                 self.rows[key] = (w.Checkbox(value=True, description=key, indent=False,
@@ -132,32 +124,26 @@ class DictionaryReview:
                 for key, (box, text) in self.rows.items()}
 
     def result(self):
-        from .anchors import apply_review
         return apply_review(self.dictionary, self.decisions())
 
 
-def completion_comparer(models: dict, tok, prompts: Sequence[str], max_new_tokens: int = 40,
+def completion_comparer(views: dict[str, Callable], tok, prompts: Sequence[str], max_new_tokens: int = 40,
                         interactive: bool = True):
     """Greedy completions of several models side by side (e.g. baseline and unlearned).
 
-    ``models`` maps a name to ``(model, context)`` where context is a context
-    manager factory that puts the model in the right view (e.g. adapter off for
-    the baseline), or None. Interactive: type a prompt. Static: a table for ``prompts``.
+    ``views`` maps a name to a zero-argument context factory whose value is the
+    model, e.g. ``{"baseline": pair.base, "unlearned": pair.trained}``.
+    Interactive: type a prompt. Static: a table for ``prompts``.
     """
-    from contextlib import nullcontext
-
     def run_all(texts):
         cols = {"prompt": list(texts)}
-        for name, (model, view) in models.items():
-            with (view() if view else nullcontext()):
-                cols[name] = probe.complete(model, tok, list(texts), max_new_tokens, progress=False)
+        for name, view in views.items():
+            with view() as model:
+                cols[name] = scoring.complete(model, tok, list(texts), max_new_tokens, progress=False)
         return pd.DataFrame(cols)
 
     if not interactive:
         return run_all(prompts)
-
-    import ipywidgets as w
-    from IPython.display import display
 
     text = w.Text(value=prompts[0] if prompts else "", description="Prompt:", layout=w.Layout(width="80%"),
                   continuous_update=False)

@@ -1,5 +1,5 @@
 """A scripted fake OpenAI-compatible server on 127.0.0.1, shared by the tests of
-nbsupport.llm, the anchor proposals and the LLM judge. Each test queues the
+nbsupport.llm_client, the anchor proposals and the LLM judge. Each test queues the
 (status, body[, headers]) replies it wants and inspects the requests received."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from nbsupport.llm import LLMClient
+from nbsupport.llm_client import LLMClient
 
 KEY = "sk-test-SECRET-0123456789"
 

@@ -12,7 +12,7 @@ import nbsupport
 from conftest import make_tiny_model
 from fake_llm import answer
 from nbsupport import evaluate
-from nbsupport.llm import LLMError
+from nbsupport.llm_client import LLMError
 
 TEXTS = [
     "Harry Potter studies magic at a school in the mountains. The owl flew over the castle.",

@@ -1,4 +1,4 @@
-"""Tests for nbsupport.llm against a scripted fake OpenAI-compatible server.
+"""Tests for nbsupport.llm_client against a scripted fake OpenAI-compatible server.
 
 The server listens on 127.0.0.1 (an ephemeral port) only; each test queues the
 (status, body) replies it wants and inspects the requests the client made.
@@ -11,8 +11,8 @@ import socket
 
 import pytest
 
-from nbsupport import llm
-from nbsupport.llm import LLMClient, LLMError, LLMNotConfigured
+from nbsupport import llm_client
+from nbsupport.llm_client import LLMClient, LLMError, LLMNotConfigured
 from fake_llm import KEY, answer
 
 SCHEMA = {
@@ -154,7 +154,7 @@ def test_redirects_are_not_followed(server):
 # -- secrecy of the key -------------------------------------------------------------
 
 def test_echoed_key_is_scrubbed(server, caplog):
-    caplog.set_level(logging.DEBUG, logger="nbsupport.llm")
+    caplog.set_level(logging.DEBUG, logger="nbsupport.llm_client")
     client = server.client(max_retries=1)
     assert KEY not in repr(client)
     assert KEY not in str(client)
@@ -211,37 +211,37 @@ def test_from_env_missing_variables():
     with pytest.raises(LLMNotConfigured) as info:
         LLMClient.from_env({})
     assert isinstance(info.value, LLMError)
-    assert llm.ENV_BASE_URL in str(info.value)
-    assert llm.ENV_MODEL in str(info.value)
-    assert not llm.is_configured({})
-    assert not llm.is_configured({llm.ENV_BASE_URL: "http://localhost:8000/v1"})
-    assert not llm.is_configured({llm.ENV_MODEL: "m"})
-    with pytest.raises(LLMNotConfigured, match=llm.ENV_MODEL):
-        LLMClient.from_env({llm.ENV_BASE_URL: "http://localhost:8000/v1"})
+    assert llm_client.ENV_BASE_URL in str(info.value)
+    assert llm_client.ENV_MODEL in str(info.value)
+    assert not llm_client.is_configured({})
+    assert not llm_client.is_configured({llm_client.ENV_BASE_URL: "http://localhost:8000/v1"})
+    assert not llm_client.is_configured({llm_client.ENV_MODEL: "m"})
+    with pytest.raises(LLMNotConfigured, match=llm_client.ENV_MODEL):
+        LLMClient.from_env({llm_client.ENV_BASE_URL: "http://localhost:8000/v1"})
 
 
 def test_from_env_with_variables(monkeypatch):
-    env = {llm.ENV_BASE_URL: "http://localhost:8000/v1", llm.ENV_MODEL: "qwen",
-           llm.ENV_API_KEY: KEY}
+    env = {llm_client.ENV_BASE_URL: "http://localhost:8000/v1", llm_client.ENV_MODEL: "qwen",
+           llm_client.ENV_API_KEY: KEY}
     client = LLMClient.from_env(env, timeout=5.0, backoff=0)
     assert client.base_url == "http://localhost:8000/v1"
     assert client.model == "qwen"
     assert client.api_key == KEY
     assert client.timeout == 5.0 and client.backoff == 0
     assert KEY not in repr(client)
-    assert llm.is_configured(env)
+    assert llm_client.is_configured(env)
 
-    no_key = LLMClient.from_env({llm.ENV_BASE_URL: "https://api.example/v1",
-                                 llm.ENV_MODEL: "m"})
+    no_key = LLMClient.from_env({llm_client.ENV_BASE_URL: "https://api.example/v1",
+                                 llm_client.ENV_MODEL: "m"})
     assert no_key.api_key is None
 
     # environ defaults to os.environ
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert llm.is_configured()
+    assert llm_client.is_configured()
     assert LLMClient.from_env().model == "qwen"
-    monkeypatch.delenv(llm.ENV_MODEL)
-    assert not llm.is_configured()
+    monkeypatch.delenv(llm_client.ENV_MODEL)
+    assert not llm_client.is_configured()
 
     with pytest.raises(TypeError):
         LLMClient.from_env(env, api_key="other")
@@ -251,4 +251,4 @@ def test_from_env_with_variables(monkeypatch):
 def test_base_url_must_be_http(url):
     with pytest.raises(ValueError, match="http"):
         LLMClient(base_url=url, model="m")
-    assert not llm.is_configured({llm.ENV_BASE_URL: url or "x", llm.ENV_MODEL: "m"})
+    assert not llm_client.is_configured({llm_client.ENV_BASE_URL: url or "x", llm_client.ENV_MODEL: "m"})

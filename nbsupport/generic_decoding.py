@@ -1,0 +1,320 @@
+"""Inference-time WHP: decode from the generic prediction directly (ALGORITHM.md sections 2, 8).
+
+The paper uses the generic prediction
+
+    v_generic = v_B - alpha * ReLU(v_R - v_B)
+
+to write training labels, then finetunes B on them. MUSE skips the finetuning: at
+every decoding step it runs the baseline B and the reinforced model R on the text so
+far, combines their next-token logits with the formula, and picks the next token from
+the result. No anchored terms, no training: "R with inference-time WHP at alpha"
+behaves like a model of its own, only one that needs two forward passes per token.
+
+Done naively (MUSE's code) each new token re-reads the whole prefix through both
+models, so a completion of n tokens costs O(n^2) work. Here each model keeps its own
+KV cache, exactly as plain generation does, so each step only reads the new token:
+
+* two separate models (a full finetune): two forwards per step, two caches;
+* B and R sharing weights (R = B + a LoRA adapter): ONE forward per step over a batch
+  that holds every prompt twice, rows [0, b) with the adapter off (B) and rows
+  [b, 2b) with it on (R), using PEFT's mixed-adapter batches (``adapter_names``,
+  "__base__" = no adapter). One cache serves the stacked batch.
+
+``decode`` is the loop; ``GenericModel`` wraps a pair as a module whose ``forward``
+returns the combined logits, so the scorers in ``nbsupport.scoring`` measure "R with
+inference-time WHP" like any model, and ``GenericModel.generate_text`` completes prompts.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import DynamicCache
+from transformers.generation import (LogitsProcessorList, StoppingCriteriaList, StopStringCriteria,
+                                     TemperatureLogitsWarper, TopPLogitsWarper)
+from transformers.modeling_outputs import CausalLMOutput
+
+from .pair import ModelPair, generic_logits
+from .scoring import eval_mode
+
+
+# ----------------------------------------------------------------- checks
+def check_alpha(alpha: float) -> None:
+    if not alpha >= 0:  # also catches NaN
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+
+
+def check_sampling(max_new_tokens: int, temperature: float, top_p: float) -> None:
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def check_left_padded(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+    if input_ids.ndim != 2 or input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids must be [batch >= 1, length >= 1], got {tuple(input_ids.shape)}")
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} does not match "
+                         f"input_ids {tuple(input_ids.shape)}")
+    if not attention_mask.any(dim=1).all():
+        raise ValueError("a prompt is empty: every row needs at least one real token to continue from")
+    if not attention_mask[:, -1].all():
+        # A right-padded row would continue after its pads, not after its text.
+        raise ValueError("prompts must be LEFT-padded (tok.padding_side = 'left'): "
+                         "the last column must be a real token in every row")
+
+
+def positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids [b, L] of a left-padded batch: 0 at each row's first real token.
+
+    Without them a left-padded row would start at position = its number of pads,
+    and its predictions would differ from the same prompt unpadded.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+
+
+# ----------------------------------------------------------------- B and R, side by side
+def can_stack(pair: ModelPair) -> bool:
+    """True when B and R can run as one forward: a PEFT LoRA model with one active
+    adapter, in eval mode (PEFT refuses ``adapter_names`` while training; DoRA and
+    other adapter types do not support mixed batches)."""
+    model = pair.model
+    if not pair.shares_weights or not hasattr(model, "peft_config") or model.training:
+        return False
+    adapters = getattr(model, "active_adapters", [])
+    if len(adapters) != 1:
+        return False
+    cfg = model.peft_config[adapters[0]]
+    return str(cfg.peft_type).endswith("LORA") and not getattr(cfg, "use_dora", False)
+
+
+def cache_kwarg(model) -> str:
+    """The name under which ``model.forward`` takes its KV cache: transformers 5 renamed
+    ``past_key_values`` to ``cache`` (the old name warns, then goes away in 5.40)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
+class TwoViews:
+    """B and R of a pair as one callable: ``views(ids, mask, pos) -> (v_B, v_R)``.
+
+    With ``cache=True`` each view keeps a ``DynamicCache`` between calls, so each call
+    passes only the tokens the caches have not seen (and the mask of everything so far).
+    ``with_r=False`` runs B alone (alpha = 0: B's logits bit for bit, at half the cost).
+    ``stack=None`` stacks B and R in one forward whenever the pair allows it.
+    """
+
+    def __init__(self, pair: ModelPair, cache: bool = True, with_r: bool = True,
+                 stack: bool | None = None):
+        self.pair, self.with_r = pair, with_r
+        self.stacked = with_r and (can_stack(pair) if stack is None else stack)
+        if self.stacked and not can_stack(pair):
+            raise ValueError("stack=True needs a PEFT LoRA model (one active adapter, eval mode) "
+                             "that shares its weights with B")
+        config = pair.model.config
+        self.cache_b = DynamicCache(config=config) if cache else None          # B, or the stacked batch
+        self.cache_r = DynamicCache(config=config) if cache and with_r and not self.stacked else None
+        self.cache_name = cache_kwarg(pair.model)
+
+    def _kw(self, cache: DynamicCache | None, logits_to_keep: int) -> dict:
+        if cache is None:
+            return dict(logits_to_keep=logits_to_keep, use_cache=False)
+        return {self.cache_name: cache, "logits_to_keep": logits_to_keep, "use_cache": True}
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 position_ids: torch.Tensor, logits_to_keep: int = 0
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """input_ids, position_ids [b, n]; attention_mask [b, past + n].
+
+        Returns float32 logits ``(v_B, v_R)``, each [b, n, vocab] (n = ``logits_to_keep``
+        when it is > 0); v_R is None when ``with_r`` is False.
+        """
+        if self.stacked:
+            b = input_ids.shape[0]
+            adapter = self.pair.model.active_adapters[0]
+            logits = self.pair.model(
+                input_ids=input_ids.repeat(2, 1), attention_mask=attention_mask.repeat(2, 1),
+                position_ids=position_ids.repeat(2, 1), adapter_names=["__base__"] * b + [adapter] * b,
+                **self._kw(self.cache_b, logits_to_keep)).logits.float()
+            return logits[:b], logits[b:]
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        with self.pair.base() as B:
+            v_b = B(**inputs, **self._kw(self.cache_b, logits_to_keep)).logits.float()
+        if not self.with_r:
+            return v_b, None
+        v_r = self.pair.model(**inputs, **self._kw(self.cache_r, logits_to_keep)).logits.float()
+        return v_b, v_r
+
+
+def combine(v_b: torch.Tensor, v_r: torch.Tensor | None, alpha: float) -> torch.Tensor:
+    """The generic logits [..., vocab]; B's own when R was not run (alpha = 0)."""
+    return v_b if v_r is None else generic_logits(v_b, v_r, alpha)
+
+
+# ----------------------------------------------------------------- decoding
+@dataclass
+class Generation:
+    """What ``decode`` returns (b prompts, T steps taken)."""
+    sequences: torch.Tensor        # [b, L + T]: the left-padded prompts, then the new tokens
+    new_tokens: torch.Tensor       # [b, T]; pad after a row has stopped
+    logits: torch.Tensor | None    # [b, T, vocab] float32 combined logits of each step, if asked
+
+
+def pick(logits: torch.Tensor, sequences: torch.Tensor, warpers: LogitsProcessorList | None,
+         generator: torch.Generator | None) -> torch.Tensor:
+    """The next token of each row [b] from logits [b, vocab]: argmax without warpers,
+    else a draw after temperature / top-p."""
+    if warpers is None:
+        return logits.argmax(-1)
+    probs = torch.softmax(warpers(sequences, logits), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+@torch.no_grad()
+def decode(pair: ModelPair, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+           alpha: float = 5.0, max_new_tokens: int = 40, greedy: bool = True,
+           temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+           eos_token_id: int | None = None, pad_token_id: int = 0,
+           stopping_criteria: StoppingCriteriaList | None = None,
+           use_cache: bool = True, stack: bool | None = None,
+           return_logits: bool = False) -> Generation:
+    """Continue left-padded prompts ``input_ids`` [b, L] from the generic logits.
+
+    Greedy, or seeded sampling with ``temperature`` and nucleus ``top_p``. A row stops
+    at ``eos_token_id`` or when ``stopping_criteria`` (e.g. transformers'
+    ``StopStringCriteria``) says so; it is then filled with ``pad_token_id`` until every
+    row has stopped or ``max_new_tokens`` is reached.
+
+    ``use_cache=False`` recomputes the whole prefix through B and R at every step (MUSE's
+    way): same result, O(n^2) cost; kept as the reference. ``stack`` see ``TwoViews``.
+    """
+    # Why not model.generate: generate drives ONE model with ONE cache and samples each
+    # row on its own. Here every step needs two views (two caches, or one stacked batch
+    # whose B and R halves must receive the SAME sampled token), and a LogitsProcessor
+    # owning R's cache could not share B's forward. So the loop is ours, built from
+    # transformers' parts: DynamicCache, the temperature / top-p warpers, stopping criteria.
+    check_alpha(alpha)
+    check_sampling(max_new_tokens, temperature, top_p)
+    device = pair.device
+    input_ids = input_ids.to(device)
+    mask = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).to(device).long()
+    check_left_padded(input_ids, mask)
+    warpers, generator = None, None
+    if not greedy:
+        warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)])
+        generator = torch.Generator(device=device).manual_seed(seed)
+
+    models = [pair.model] + ([] if pair.shares_weights else [pair.separate_base])
+    with eval_mode(*models):
+        views = TwoViews(pair, cache=use_cache, with_r=alpha > 0, stack=stack)
+        sequences, pos = input_ids, positions(mask)
+        step_ids, step_pos = sequences, pos                      # the first step reads the prompts
+        done = torch.zeros(len(input_ids), dtype=torch.bool, device=device)
+        new, seen = [], []
+        for _ in range(max_new_tokens):
+            v_b, v_r = views(step_ids, mask, step_pos, logits_to_keep=1)
+            logits = combine(v_b[:, -1], v_r[:, -1] if v_r is not None else None, alpha)  # [b, vocab]
+            token = pick(logits, sequences, warpers, generator).masked_fill(done, pad_token_id)
+            new.append(token)
+            if return_logits:
+                seen.append(logits)
+            sequences = torch.cat([sequences, token[:, None]], dim=1)
+            mask = torch.cat([mask, torch.ones_like(token)[:, None]], dim=1)
+            pos = torch.cat([pos, pos[:, -1:] + 1], dim=1)
+            if eos_token_id is not None:
+                done |= token == eos_token_id
+            if stopping_criteria is not None:
+                done |= stopping_criteria(sequences, logits).to(device)
+            if done.all():
+                break
+            # with caches only the new token is read; without, the whole text again
+            step_ids, step_pos = (token[:, None], pos[:, -1:]) if use_cache else (sequences, pos)
+    return Generation(sequences=sequences, new_tokens=torch.stack(new, dim=1),
+                      logits=torch.stack(seen, dim=1) if return_logits else None)
+
+
+def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
+    """``text`` up to (not including) the first of ``stop_strings`` in it."""
+    ends = [i for i in (text.find(s) for s in stop_strings) if i >= 0]
+    return text[:min(ends)] if ends else text
+
+
+# ----------------------------------------------------------------- a pair as one model
+class GenericModel(nn.Module):
+    """"R with inference-time WHP at alpha" as a causal LM.
+
+    ``GenericModel(pair, alpha)(input_ids, attention_mask).logits`` [b, L, vocab] are the
+    combined logits at every position, so ``scoring.continuation_logprobs``,
+    ``perplexity``, ``next_token_topk`` etc. score it like any model. The raw logits are
+    combined, as in the paper (not log-softmaxes). With alpha = 0 it is B exactly.
+    """
+
+    def __init__(self, pair: ModelPair, alpha: float = 5.0):
+        super().__init__()
+        check_alpha(alpha)
+        self.pair, self.alpha = pair, float(alpha)
+        # registered as submodules so that .parameters(), .eval(), .to() reach them
+        self.reinforced = pair.model
+        self.baseline = None if pair.shares_weights else pair.separate_base
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return self.pair.device
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, **kwargs) -> CausalLMOutput:
+        """input_ids [b, L] (mask [b, L]) -> ``.logits`` [b, L, vocab] float32.
+
+        As for a Hugging Face model, right padding needs nothing more; for left padding
+        pass ``position_ids`` (``positions(attention_mask)``).
+        """
+        unsupported = set(kwargs) - {"use_cache", "return_dict"}
+        if unsupported:
+            raise TypeError(f"GenericModel.forward does not support {sorted(unsupported)}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if position_ids is None:
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        views = TwoViews(self.pair, cache=False, with_r=self.alpha > 0)
+        v_b, v_r = views(input_ids, attention_mask, position_ids)
+        return CausalLMOutput(logits=combine(v_b, v_r, self.alpha))
+
+    @torch.no_grad()
+    def generate_text(self, tok, prompts: Sequence[str], max_new_tokens: int = 40,
+                      greedy: bool = True, temperature: float = 0.8, top_p: float = 0.95,
+                      seed: int = 0, stop_strings: Sequence[str] | None = None,
+                      batch_size: int = 8, progress: bool = False) -> list[str]:
+        """Continue each prompt (cached two-view decoding); the text after each prompt.
+
+        Greedy by default, else seeded nucleus sampling, as ``scoring.complete``. A text
+        ends before the first of ``stop_strings`` it contains, or at EOS.
+        """
+        prompts = list(prompts)
+        if not prompts:
+            raise ValueError("no prompts to complete")
+        if any(not p for p in prompts):
+            raise ValueError("prompts must not be empty")
+        check_sampling(max_new_tokens, temperature, top_p)
+        stop_strings = list(stop_strings or [])
+        criteria = StoppingCriteriaList([StopStringCriteria(tok, stop_strings)]) if stop_strings else None
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        side, tok.padding_side = tok.padding_side, "left"
+        texts: list[str] = []
+        try:
+            for lo in tqdm(range(0, len(prompts), batch_size), desc="generating", disable=not progress):
+                enc = tok(prompts[lo:lo + batch_size], return_tensors="pt", padding=True)
+                out = decode(self.pair, enc["input_ids"], enc["attention_mask"], self.alpha,
+                             max_new_tokens, greedy, temperature, top_p, seed + lo,
+                             eos_token_id=tok.eos_token_id, pad_token_id=pad, stopping_criteria=criteria)
+                texts += tok.batch_decode(out.new_tokens, skip_special_tokens=True)
+        finally:
+            tok.padding_side = side
+        return [cut_at_stop(t, stop_strings) for t in texts]
