@@ -7,6 +7,8 @@ share one copy of the weights (a ``ModelPair``: adapter off gives B back exactly
 """
 from __future__ import annotations
 
+import copy
+
 import pandas as pd
 import torch
 
@@ -21,14 +23,12 @@ def reinforce(model, blocks: torch.Tensor, run, settings: TrainSettings, resume:
     (``reinforce/adapter`` for LoRA, ``reinforce/model`` for a full copy).
 
     Returns ``(pair, losses)``: B and R as a ``ModelPair``. A full R needs B beside
-    it, so B is loaded again from the run's model spec.
+    it: a frozen copy of ``model`` is kept before training (twice the memory, as
+    label generation needs both anyway).
     """
-    base_spec = model.name_or_path
+    base = copy.deepcopy(model).eval().requires_grad_(False) if settings.method == "full" else None
     trained, losses = train_and_save(model, BlockDataset(blocks), run, "reinforce", settings,
                                      resume=resume, callbacks=callbacks, tok=tok)
-    if settings.method == "lora":
-        return ModelPair(trained), losses
-    base, _ = models.load_model(base_spec, device=scoring.device_of(trained))
     return ModelPair(trained, base=base), losses
 
 

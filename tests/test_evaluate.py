@@ -1,5 +1,6 @@
-"""Tests for nbsupport.evaluate: perplexity and KL against brute force, the offline
-judge on hand-written cases, and the LLM judge against a fake loopback server."""
+"""Perplexity and KL (nbsupport.scoring) against brute force, the offline judge
+(nbsupport.evaluate, on the one term matcher) on hand-written cases, the LLM judge
+against a fake loopback server, and the paired general-knowledge reading."""
 from __future__ import annotations
 
 import copy
@@ -11,8 +12,9 @@ import torch
 import nbsupport
 from conftest import make_tiny_model
 from fake_llm import answer
-from nbsupport import evaluate
+from nbsupport import corpus, evaluate, scoring
 from nbsupport.llm_client import LLMError
+from nbsupport.pair import ModelPair
 
 TEXTS = [
     "Harry Potter studies magic at a school in the mountains. The owl flew over the castle.",
@@ -65,7 +67,7 @@ def test_perplexity_matches_brute_force_for_any_batch_size(tiny_model, tiny_toke
     block = _block_size_with_a_one_token_tail(tiny_tokenizer, TEXTS)
     expected = brute_perplexity(tiny_model, tiny_tokenizer, TEXTS, block)
     for batch_size in (1, 3, 16):
-        got = evaluate.perplexity(tiny_model, tiny_tokenizer, TEXTS, block_size=block,
+        got = scoring.perplexity(tiny_model, tiny_tokenizer, TEXTS, block_size=block,
                                   batch_size=batch_size)
         assert got == pytest.approx(expected, rel=1e-5)
     # a random model is near-uniform over the vocabulary, not near 1
@@ -73,31 +75,31 @@ def test_perplexity_matches_brute_force_for_any_batch_size(tiny_model, tiny_toke
 
 
 def test_block_size_changes_the_chunks(tiny_model, tiny_tokenizer):
-    short = evaluate.perplexity(tiny_model, tiny_tokenizer, TEXTS, block_size=6)
+    short = scoring.perplexity(tiny_model, tiny_tokenizer, TEXTS, block_size=6)
     assert short == pytest.approx(brute_perplexity(tiny_model, tiny_tokenizer, TEXTS, 6), rel=1e-5)
-    assert short != pytest.approx(evaluate.perplexity(tiny_model, tiny_tokenizer, TEXTS), rel=1e-6)
+    assert short != pytest.approx(scoring.perplexity(tiny_model, tiny_tokenizer, TEXTS), rel=1e-6)
 
 
 def test_short_texts_are_skipped_and_empty_input_raises(tiny_model, tiny_tokenizer):
     one_token = "a"
     assert len(tiny_tokenizer(one_token, add_special_tokens=False)["input_ids"]) == 1
-    alone = evaluate.perplexity(tiny_model, tiny_tokenizer, TEXTS[:2])
-    with_short = evaluate.perplexity(tiny_model, tiny_tokenizer, [one_token, *TEXTS[:2], ""])
+    alone = scoring.perplexity(tiny_model, tiny_tokenizer, TEXTS[:2])
+    with_short = scoring.perplexity(tiny_model, tiny_tokenizer, [one_token, *TEXTS[:2], ""])
     assert with_short == pytest.approx(alone, rel=1e-6)
     for texts in ([], [""], [one_token]):
         with pytest.raises(ValueError, match="nothing to predict"):
-            evaluate.perplexity(tiny_model, tiny_tokenizer, texts)
+            scoring.perplexity(tiny_model, tiny_tokenizer, texts)
     with pytest.raises(ValueError, match="block_size"):
-        evaluate.perplexity(tiny_model, tiny_tokenizer, TEXTS, block_size=1)
+        scoring.perplexity(tiny_model, tiny_tokenizer, TEXTS, block_size=1)
 
 
 # ----------------------------------------------------------------- KL to the baseline
 def test_kl_is_zero_against_itself_and_matches_brute_force(tiny_model, tiny_tokenizer):
-    assert abs(evaluate.kl_to_baseline(tiny_model, tiny_tokenizer, TEXTS, base=tiny_model)) < 1e-6
+    assert abs(scoring.kl_divergence(ModelPair(tiny_model, base=tiny_model), tiny_tokenizer, TEXTS)) < 1e-6
     other = make_tiny_model(len(tiny_tokenizer), seed=1)
     expected = brute_kl(other, tiny_model, tiny_tokenizer, TEXTS, 16)
-    got = evaluate.kl_to_baseline(other, tiny_tokenizer, TEXTS, base=tiny_model, block_size=16,
-                                  batch_size=3)
+    got = scoring.kl_divergence(ModelPair(other, base=tiny_model), tiny_tokenizer, TEXTS, block_size=16,
+                                batch_size=3)
     assert expected > 1e-4
     assert got == pytest.approx(expected, rel=1e-4)
     # KL is not symmetric: the direction (baseline first) matters
@@ -113,21 +115,21 @@ def test_kl_with_a_lora_adapter_uses_the_adapter_off_as_baseline(tiny_tokenizer)
     model = get_peft_model(fresh, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
                                              init_lora_weights=False, lora_dropout=0.5))
     model.train()  # dropout on: the functions must evaluate without it
-    ppl_before = evaluate.perplexity(model, tiny_tokenizer, TEXTS)
-    with_adapter_off = evaluate.kl_to_baseline(model, tiny_tokenizer, TEXTS)
-    with_copy = evaluate.kl_to_baseline(model, tiny_tokenizer, TEXTS, base=original)
+    ppl_before = scoring.perplexity(model, tiny_tokenizer, TEXTS)
+    with_adapter_off = scoring.kl_divergence(ModelPair(model), tiny_tokenizer, TEXTS)
+    with_copy = scoring.kl_divergence(ModelPair(model, base=original), tiny_tokenizer, TEXTS)
     assert with_adapter_off > 1e-4
     assert with_adapter_off == pytest.approx(with_copy, rel=1e-4)
     # the adapter is back on afterwards, and the model is still in training mode
     assert model.training
-    assert evaluate.perplexity(model, tiny_tokenizer, TEXTS) == pytest.approx(ppl_before, rel=1e-6)
-    ppl_original = evaluate.perplexity(original, tiny_tokenizer, TEXTS)
+    assert scoring.perplexity(model, tiny_tokenizer, TEXTS) == pytest.approx(ppl_before, rel=1e-6)
+    ppl_original = scoring.perplexity(original, tiny_tokenizer, TEXTS)
     assert ppl_before != pytest.approx(ppl_original, rel=1e-4)
 
 
-def test_kl_without_adapter_or_base_raises(tiny_model, tiny_tokenizer):
+def test_a_pair_without_adapter_or_base_is_refused(tiny_model):
     with pytest.raises(ValueError, match="base="):
-        evaluate.kl_to_baseline(tiny_model, tiny_tokenizer, TEXTS)
+        ModelPair(tiny_model)
 
 
 # ----------------------------------------------------------------- evaluation texts
@@ -139,18 +141,28 @@ def test_load_generic_texts_reads_md_files_in_order(tmp_path, monkeypatch):
     (folder / "notes.txt").write_text("not a text", "utf-8")
     (folder / "empty.md").write_text("  \n", "utf-8")
     monkeypatch.setattr(nbsupport, "DATA_DIR", tmp_path)
-    assert evaluate.load_generic_texts() == ["First text.", "Second text."]
+    assert corpus.load_eval_texts() == ["First text.", "Second text."]
     with pytest.raises(FileNotFoundError):
-        evaluate.load_generic_texts("nearby")
+        corpus.load_eval_texts("nearby")
     with pytest.raises(ValueError, match="generic, nearby"):
-        evaluate.load_generic_texts("hp")
+        corpus.load_eval_texts("hp")
 
 
-@pytest.mark.parametrize("kind", evaluate.TEXT_KINDS)
+def test_retain_and_evaluation_text_are_disjoint():
+    retain, held_out = corpus.generic_split("retain"), corpus.generic_split("eval")
+    assert retain and held_out
+    assert not set(retain) & set(held_out)
+    # no paragraph of the evaluation text is trained on either
+    paragraphs = lambda texts: {p.strip() for t in texts for p in t.split("\n\n") if len(p.strip()) > 40}  # noqa: E731
+    assert not paragraphs(retain) & paragraphs(held_out)
+    assert sorted(retain + held_out) == sorted(corpus.load_eval_texts("generic"))
+
+
+@pytest.mark.parametrize("kind", corpus.TEXT_KINDS)
 def test_shipped_texts_load(kind):
     if not any((nbsupport.DATA_DIR / "eval" / kind).glob("*.md")):
         pytest.skip(f"no {kind} evaluation texts are shipped yet")
-    texts = evaluate.load_generic_texts(kind)
+    texts = corpus.load_eval_texts(kind)
     assert texts and all(t.strip() for t in texts)
 
 
@@ -268,7 +280,7 @@ def test_measure_and_report(tmp_path, tiny_model, tiny_tokenizer):
     token = [probe.TokenProbe("a", "Harry Potter studies", (" magic",), (" the",))]
     gk = [probe.KnowledgeProbe("k", "The capital of France is", " Paris", (" Rome",))]
     numbers, tables = evaluate.measure(tiny_model, tiny_tokenizer, token, gk, eval_texts=["The cat sat on the mat."],
-                                       kl=True, base=tiny_model)
+                                       kl_pair=ModelPair(tiny_model, base=tiny_model))
     assert set(numbers) == {"token_familiarity", "generic_mass", "knowledge_accuracy", "perplexity", "kl_to_baseline"}
     assert numbers["kl_to_baseline"] == pytest.approx(0.0, abs=1e-6)
     rel = evaluate.relative_to(numbers, {**numbers, "token_familiarity": numbers["token_familiarity"] / 10})
@@ -284,3 +296,24 @@ def test_measure_and_report(tmp_path, tiny_model, tiny_tokenizer):
     missing = subprocess.run([sys.executable, "-m", "nbsupport", "report", "--run-dir", str(tmp_path / "x")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "06_evaluation.ipynb" in missing.stderr
+
+
+def test_judge_table_takes_each_prompts_own_terms():
+    table = evaluate.judge_table(["She met", "He met"], [" Hermione.", " Hermione."], [["Hermione"], ["Ron"]])
+    assert table["score"].tolist() == [3, 0]
+    with pytest.raises(ValueError, match="2 prompts but 1 lists"):
+        evaluate.judge_table(["a", "b"], ["c", "d"], [["x"]])
+
+
+def test_knowledge_flips_counts_each_way_and_tests_them():
+    import pandas as pd
+
+    before = pd.DataFrame({"id": list("abcdefghij"), "correct": [True] * 8 + [False] * 2})
+    after = before.assign(correct=[False] * 6 + [True] * 2 + [True, False])
+    flips = evaluate.knowledge_flips(before, after)
+    assert (flips["lost"], flips["gained"], flips["questions"]) == (6, 1, 10)
+    # exact two-sided McNemar: 2 * P(X <= 1), X ~ Binomial(7, 1/2) = 2 * 8/128
+    assert flips["p_value"] == pytest.approx(0.125)
+    assert evaluate.knowledge_flips(before, before)["p_value"] == 1.0
+    with pytest.raises(ValueError, match="same questions"):
+        evaluate.knowledge_flips(before, after.iloc[:5])

@@ -1,9 +1,17 @@
+"""Finetuning on generic labels (ALGORITHM.md section 5): the losses against
+independent computations, the saved formats, the step curve, and resume after an
+interruption (with a half-written checkpoint too)."""
+import json
+
 import pytest
 import torch
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+from transformers import TrainerCallback
 
-from conftest import make_tiny_model
-from nbsupport import finetune, labels, probe, runs, training
-from nbsupport.anchors import AnchorDict, Entry
+from conftest import make_tiny_model, make_tiny_pair
+from nbsupport import corpus, finetune, generic_labels as labels, models, probe, runs, training
+from nbsupport.dictionary import AnchorDict, Entry
 
 DICT = AnchorDict([Entry("Hogwarts", ["the big old school"]), Entry("Harry", ["Jon"]), Entry("Ron", ["Tom"])])
 TEXT = ("Harry Potter studies magic at Hogwarts. Ron and Harry fly at night.\nThe owl flew over "
@@ -12,15 +20,10 @@ TEXT = ("Harry Potter studies magic at Hogwarts. Ron and Harry fly at night.\nTh
 
 @pytest.fixture(scope="module")
 def label_run(tmp_path_factory, tiny_tokenizer):
-    from peft import LoraConfig, get_peft_model
-
-    from nbsupport import corpus
     tok = tiny_tokenizer
-    R = get_peft_model(make_tiny_model(len(tok), seed=4),
-                       LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
     run = runs.Run(tmp_path_factory.mktemp("ft"))
     blocks = corpus.make_blocks(TEXT, tok, 32)
-    labels.generate(R, tok, blocks, run, DICT, [5.0], top_k=8, progress=False)
+    labels.generate(make_tiny_pair(len(tok), seed=4), tok, blocks, run, DICT, [5.0], top_k=8, progress=False)
     return run
 
 
@@ -44,7 +47,6 @@ def test_finetuning_lowers_the_loss_on_generic_labels(label_run, tiny_tokenizer)
 
 
 def test_lora_result_is_saved_as_adapter_and_merged_weights(label_run, tiny_tokenizer):
-    from nbsupport import models
     data = labels.load(label_run)
     settings = training.TrainSettings(learning_rate=2e-2, batch_size=4, max_steps=3, lora_r=8, save_steps=100)
     U, _ = finetune.finetune(make_tiny_model(len(tiny_tokenizer), seed=4), data, 5.0, label_run, settings,
@@ -84,28 +86,131 @@ def test_soft_cross_entropy_against_brute_force():
     assert finetune.soft_cross_entropy(logits, ids, onehot_vals, lab).item() == pytest.approx(hard.item(), rel=1e-4)
 
 
+def _retain(tok):
+    return torch.tensor(tok("The cat sat on the mat and the dog slept by the fire. " * 8,
+                            add_special_tokens=False)["input_ids"][:64]).view(2, 32)
+
+
 def test_soft_targets_with_kl_train_and_record_steps(label_run, tiny_tokenizer):
     data = labels.load(label_run)
     tok = tiny_tokenizer
-    retain = torch.tensor(tok("The cat sat on the mat and the dog slept by the fire. " * 8,
-                              add_special_tokens=False)["input_ids"][:64]).view(2, 32)
+    retain = _retain(tok)
     probes = [probe.TokenProbe("a", "Harry Potter studies", (" magic",), (" the",))]
     steps = finetune.StepProbe(tok, probes, ["The cat sat on the mat."], every=3)
     settings = training.TrainSettings(learning_rate=1e-2, batch_size=4, max_steps=6, lora_r=4, save_steps=100)
     U, losses = finetune.finetune(make_tiny_model(len(tok), seed=4), data, 5.0, label_run, settings,
                                   targets="soft", kl_weight=1.0, retain=retain, out="ft-soft",
-                                  callbacks=[steps.callback], resume=False, save_merged=False)
+                                  callbacks=[steps], resume=False, save_merged=False)
     assert [h["step"] for h in steps.history] == [0, 3, 6]
-    assert all(0 <= h["familiarity"] <= 1 and h["perplexity"] > 1 for h in steps.history)
+    # the curve is measured with the course's instrument: its last point is the final model's measure
+    final = probe.familiarity_score(probe.token_familiarity(U, tok, probes, progress=False))
+    assert steps.history[-1]["familiarity"] == pytest.approx(final, rel=1e-5)
+    assert steps.history[0]["familiarity"] != pytest.approx(final, rel=1e-3)
     assert finetune.kl_retain(U, retain).item() > 0
     with pytest.raises(ValueError, match="retain"):
-        finetune.make_trainer_class("hard", 1.0, None)
+        finetune.finetune(make_tiny_model(len(tok)), data, 5.0, label_run, settings, targets="soft", kl_weight=1.0)
     with pytest.raises(KeyError, match="alpha=7"):
         finetune.finetune(make_tiny_model(len(tok)), data, 7.0, label_run, settings)
 
 
+def test_soft_kl_loss_is_soft_cross_entropy_plus_the_kl_term(label_run, tiny_tokenizer):
+    """The Trainer's loss against an independent computation: it would fail if the
+    KL term, its weight or the soft targets were dropped or swapped."""
+    data = labels.load(label_run)
+    retain = _retain(tiny_tokenizer)
+    model = get_peft_model(make_tiny_model(len(tiny_tokenizer), seed=4),
+                           LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).eval()
+    dataset = finetune.LabelDataset(data["input_ids"], data["labels@5"], data["topk_ids@5"],
+                                    data["topk_values@5"], retain)
+    batch = {k: torch.stack([dataset[i][k] for i in range(3)]) for k in dataset[0]}
+    trainer = finetune.make_trainer_class("soft", 0.5).__new__(finetune.make_trainer_class("soft", 0.5))
+    got = finetune.make_trainer_class("soft", 0.5).compute_loss(trainer, model, dict(batch))
+    # independent: soft CE written out position by position, KL(P_B || P_U) from two explicit passes
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"]).logits
+        with model.disable_adapter():
+            base_retain = model(input_ids=batch["retain_ids"][:finetune.KL_BLOCKS_PER_STEP]).logits
+        tuned_retain = model(input_ids=batch["retain_ids"][:finetune.KL_BLOCKS_PER_STEP]).logits
+    ce, n = 0.0, 0
+    for b in range(3):
+        for t in range(logits.shape[1] - 1):
+            if batch["labels"][b, t + 1] == -100:
+                continue
+            target = torch.softmax(batch["topk_values"][b, t + 1], -1)
+            ce -= (target * torch.log_softmax(logits[b, t], -1)[batch["topk_ids"][b, t + 1]]).sum().item()
+            n += 1
+    p_b = torch.softmax(base_retain, -1)
+    kl = (p_b * (torch.log_softmax(base_retain, -1) - torch.log_softmax(tuned_retain, -1))).sum(-1).mean().item()
+    assert kl > 1e-4 and n > 10
+    assert got.item() == pytest.approx(ce / n + 0.5 * kl, rel=1e-4)
+    assert got.item() != pytest.approx(ce / n, rel=1e-3)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.step:
+            control.should_save = True  # the checkpoint at this step is written first
+
+    def on_save(self, args, state, control, **kw):
+        if state.global_step == self.step:
+            raise _Interrupt
+
+
+def _train_soft(run, data, tok, out, steps, callbacks=(), resume=True):
+    training_settings = training.TrainSettings(learning_rate=1e-2, batch_size=2, max_steps=steps, lora_r=4,
+                                               save_steps=100, seed=3)
+    torch.manual_seed(0)
+    return finetune.finetune(make_tiny_model(len(tok), seed=4), data, 5.0, run, training_settings, targets="soft",
+                             kl_weight=1.0, retain=_retain(tok), out=out, callbacks=callbacks, resume=resume,
+                             save_merged=False)
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if "lora" in k}
+
+
+def test_an_interrupted_run_resumes_to_the_same_model_and_step_numbers(label_run, tiny_tokenizer):
+    tok, data = tiny_tokenizer, labels.load(label_run)
+    probes = [probe.TokenProbe("a", "Harry Potter studies", (" magic",), (" the",))]
+    straight, _ = _train_soft(label_run, data, tok, "ft-straight", 6, resume=False)
+    # interrupted right after the checkpoint of step 3, then resumed in a "new process"
+    curve = label_run.path("ft-resumed/steps.json")
+    first = finetune.StepProbe(tok, probes, ["The cat sat on the mat."], every=2, path=curve)
+    with pytest.raises(_Interrupt):
+        _train_soft(label_run, data, tok, "ft-resumed", 6, callbacks=[first, _StopAt(3)])
+    assert training.last_complete_checkpoint(label_run.path("ft-resumed/checkpoints")).endswith("checkpoint-3")
+    second = finetune.StepProbe(tok, probes, ["The cat sat on the mat."], every=2, path=curve)
+    resumed, _ = _train_soft(label_run, data, tok, "ft-resumed", 6, callbacks=[second])
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # the curve continues: step 3 is where the resumed run started, never labelled step 0 again
+    assert [h["step"] for h in second.history] == [0, 2, 3, 4, 6]
+    assert json.loads(curve.read_text()) == second.history
+
+
+def test_a_half_written_checkpoint_is_skipped(label_run, tiny_tokenizer):
+    tok, data = tiny_tokenizer, labels.load(label_run)
+    straight, _ = _train_soft(label_run, data, tok, "ft-straight2", 6, resume=False)
+    with pytest.raises(_Interrupt):
+        _train_soft(label_run, data, tok, "ft-half", 6, callbacks=[_StopAt(3)])
+    # a later checkpoint whose writing was cut off: weights there, no trainer state
+    half = label_run.path("ft-half/checkpoints/checkpoint-5")
+    half.mkdir()
+    (half / "adapter_model.safetensors").write_bytes(b"\0" * 10)
+    assert training.last_complete_checkpoint(half.parent).endswith("checkpoint-3")
+    resumed, _ = _train_soft(label_run, data, tok, "ft-half", 6)
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
 def test_kl_is_zero_for_an_untrained_adapter(tiny_tokenizer):
-    from peft import LoraConfig, get_peft_model
     model = get_peft_model(make_tiny_model(len(tiny_tokenizer)), LoraConfig(r=4, target_modules=["q_proj"]))
     ids = torch.randint(0, len(tiny_tokenizer), (2, 16))
     assert finetune.kl_retain(model, ids).item() == pytest.approx(0.0, abs=1e-6)

@@ -3,12 +3,12 @@ import math
 import pytest
 import torch
 
-from nbsupport import probe
+from nbsupport import probe, scoring
 
 
 def brute_force_logprob(model, tok, prompt, continuation):
     """Score token by token with one unpadded forward pass per token."""
-    ids, start = probe.split_joint(tok, prompt, continuation)
+    ids, start = scoring.split_joint(tok, prompt, continuation)
     total = 0.0
     for t in range(start, len(ids)):
         with torch.no_grad():
@@ -23,34 +23,34 @@ PAIRS = [("Harry Potter studies", " magic"), ("The capital of France is", " Pari
 
 
 def test_continuation_logprobs_match_brute_force(tiny_model, tiny_tokenizer):
-    fast = probe.continuation_logprobs(tiny_model, tiny_tokenizer, PAIRS, batch_size=3)
+    fast = scoring.continuation_logprobs(tiny_model, tiny_tokenizer, PAIRS, batch_size=3)
     for (p, c), got in zip(PAIRS, fast.tolist()):
         assert got == pytest.approx(brute_force_logprob(tiny_model, tiny_tokenizer, p, c), abs=1e-4)
 
 
 def test_batch_size_and_padding_do_not_change_scores(tiny_model, tiny_tokenizer):
-    one = probe.continuation_logprobs(tiny_model, tiny_tokenizer, PAIRS, batch_size=1)
-    many = probe.continuation_logprobs(tiny_model, tiny_tokenizer, PAIRS, batch_size=5)
+    one = scoring.continuation_logprobs(tiny_model, tiny_tokenizer, PAIRS, batch_size=1)
+    many = scoring.continuation_logprobs(tiny_model, tiny_tokenizer, PAIRS, batch_size=5)
     assert torch.allclose(one, many, atol=1e-5)
 
 
 def test_joint_tokenization_boundary(tiny_tokenizer):
-    ids, start = probe.split_joint(tiny_tokenizer, "Harry Potter studies", " magic")
+    ids, start = scoring.split_joint(tiny_tokenizer, "Harry Potter studies", " magic")
     assert tiny_tokenizer.decode(ids[:start]) == "Harry Potter studies"
     assert tiny_tokenizer.decode(ids[start:]) == " magic"
     with pytest.raises(ValueError, match="empty"):
-        probe.split_joint(tiny_tokenizer, "", " magic")
+        scoring.split_joint(tiny_tokenizer, "", " magic")
 
 
 def test_continuation_probabilities_of_all_next_tokens_sum_to_one(tiny_model, tiny_tokenizer):
     # Summing P(single token | prompt) over the vocabulary must give 1: this ties
     # continuation_logprobs to next_token_probs on every token at once.
-    probs = probe.next_token_probs(tiny_model, tiny_tokenizer, "The owl")
+    probs = scoring.next_token_probs(tiny_model, tiny_tokenizer, "The owl")
     assert probs.sum().item() == pytest.approx(1.0, abs=1e-4)
     for token in [" flew", " cat", " the"]:
-        ids, start = probe.split_joint(tiny_tokenizer, "The owl", token)
+        ids, start = scoring.split_joint(tiny_tokenizer, "The owl", token)
         if len(ids) - start == 1:
-            lp = probe.continuation_logprobs(tiny_model, tiny_tokenizer, [("The owl", token)])[0]
+            lp = scoring.continuation_logprobs(tiny_model, tiny_tokenizer, [("The owl", token)])[0]
             assert math.exp(lp) == pytest.approx(probs[ids[start]].item(), rel=1e-4)
 
 
@@ -58,7 +58,7 @@ def test_token_familiarity_sums_masses(tiny_model, tiny_tokenizer):
     probes = [probe.TokenProbe("a", "Harry Potter studies", (" magic", " spells"), (" the",)),
               probe.TokenProbe("b", "The capital of France is", (" Paris",), (" a", " the"))]
     table = probe.token_familiarity(tiny_model, tiny_tokenizer, probes, progress=False)
-    lp = probe.continuation_logprobs(tiny_model, tiny_tokenizer,
+    lp = scoring.continuation_logprobs(tiny_model, tiny_tokenizer,
                                      [("Harry Potter studies", " magic"), ("Harry Potter studies", " spells")])
     assert table.loc[0, "p_target"] == pytest.approx(lp.exp().sum().item(), rel=1e-5)
     assert probe.familiarity_score(table) == pytest.approx(table["p_target"].mean())
@@ -68,26 +68,26 @@ def test_token_familiarity_sums_masses(tiny_model, tiny_tokenizer):
 def test_knowledge_accuracy_picks_most_likely_choice(tiny_model, tiny_tokenizer):
     probes = [probe.KnowledgeProbe("k", "The capital of France is", " Paris", (" Rome", " cat"))]
     table = probe.knowledge_accuracy(tiny_model, tiny_tokenizer, probes, progress=False)
-    scores = probe.continuation_logprobs(tiny_model, tiny_tokenizer,
+    scores = scoring.continuation_logprobs(tiny_model, tiny_tokenizer,
                                          [("The capital of France is", c) for c in probes[0].choices])
     assert table.loc[0, "predicted"] == probes[0].choices[int(scores.argmax())].strip()
     assert table.loc[0, "correct"] == (int(scores.argmax()) == 0)
 
 
 def test_topk_is_sorted_and_matches_probs(tiny_model, tiny_tokenizer):
-    table = probe.next_token_topk(tiny_model, tiny_tokenizer, "The cat", k=5)
+    table = scoring.next_token_topk(tiny_model, tiny_tokenizer, "The cat", k=5)
     assert len(table) == 5 and table["prob"].is_monotonic_decreasing
-    probs = probe.next_token_probs(tiny_model, tiny_tokenizer, "The cat")
+    probs = scoring.next_token_probs(tiny_model, tiny_tokenizer, "The cat")
     assert table["prob"].iloc[0] == pytest.approx(probs.max().item())
 
 
 def test_greedy_completion_is_deterministic_and_sampling_is_seeded(tiny_model, tiny_tokenizer):
     prompts = ["The cat", "Harry Potter studies magic at"]
-    a = probe.complete(tiny_model, tiny_tokenizer, prompts, max_new_tokens=6, progress=False)
-    b = probe.complete(tiny_model, tiny_tokenizer, prompts, max_new_tokens=6, progress=False, batch_size=1)
+    a = scoring.complete(tiny_model, tiny_tokenizer, prompts, max_new_tokens=6, progress=False)
+    b = scoring.complete(tiny_model, tiny_tokenizer, prompts, max_new_tokens=6, progress=False, batch_size=1)
     assert a == b  # left padding in a batch must not change greedy output
-    s1 = probe.complete(tiny_model, tiny_tokenizer, prompts, 6, greedy=False, seed=3, progress=False)
-    s2 = probe.complete(tiny_model, tiny_tokenizer, prompts, 6, greedy=False, seed=3, progress=False)
+    s1 = scoring.complete(tiny_model, tiny_tokenizer, prompts, 6, greedy=False, seed=3, progress=False)
+    s2 = scoring.complete(tiny_model, tiny_tokenizer, prompts, 6, greedy=False, seed=3, progress=False)
     assert s1 == s2
 
 
@@ -127,3 +127,50 @@ def test_duplicate_prompts_are_rejected(tmp_path):
     path.write_text(__import__("json").dumps({"probes": [item, {**item, "id": "b"}]}))
     with pytest.raises(probe.ProbeDataError, match="duplicate prompt"):
         probe.load_probes("general_knowledge", path=path)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"probes": [', "not valid JSON"),
+    ('{"version": 1, "items": []}', "expected an object with a 'probes' list"),
+    ('[{"id": "a", "prompt": "A", "target": [" b"], "generic": [" c"]}]', "expected an object"),
+    ('{"probes": []}', "non-empty list"),
+    ('{"probes": ["just a prompt"]}', "is a str, not an object"),
+])
+def test_malformed_probe_files_are_refused(tmp_path, content, message):
+    path = tmp_path / "p.json"
+    path.write_text(content)
+    with pytest.raises(probe.ProbeDataError, match=message):
+        probe.load_probes("hp_token", path=path)
+
+
+def test_duplicate_ids_and_missing_or_non_utf8_files_are_refused(tmp_path):
+    item = {"id": "a", "prompt": "A", "target": [" b"], "generic": [" c"]}
+    path = tmp_path / "p.json"
+    path.write_text(__import__("json").dumps({"probes": [item, {**item, "prompt": "B"}]}))
+    with pytest.raises(probe.ProbeDataError, match="'a': duplicate id"):
+        probe.load_probes("hp_token", path=path)
+    with pytest.raises(probe.ProbeDataError, match="not found"):
+        probe.load_probes("hp_token", path=tmp_path / "missing.json")
+    path.write_bytes('{"probes": [{"id": "\xe9"}]}'.encode("latin-1"))
+    with pytest.raises(probe.ProbeDataError, match="not UTF-8"):
+        probe.load_probes("hp_token", path=path)
+
+
+def test_dev_and_report_halves_are_disjoint_stable_and_balanced():
+    probes = probe.load_probes("hp_token")
+    dev, report = probe.split(probes, "dev"), probe.split(probes, "report")
+    assert not {p.id for p in dev} & {p.id for p in report}
+    assert len(dev) + len(report) == len(probes)
+    assert 0.35 < len(dev) / len(probes) < 0.65
+    # fixed by id, not by position: a shuffled or shortened list splits the same way
+    assert {p.id for p in probe.split(probes[::-1][:50], "dev")} <= {p.id for p in dev}
+    with pytest.raises(ValueError, match="'dev' or 'report'"):
+        probe.split(probes, "test")
+
+
+def test_mentioned_terms_uses_the_judges_rules():
+    # plurals and line breaks count, as in the completion judge
+    assert probe.mentioned_terms("The family,", " the Weasleys, laughed.", ["Weasley"]) == ["Weasley"]
+    assert probe.mentioned_terms("At the end", " the Dark\nLord rose.", ["Dark Lord"]) == ["Dark Lord"]
+    assert probe.mentioned_terms("Ron said", " Ron laughed.", ["Ron"]) == []
+    assert probe.mentioned_terms("He said", " Ronald laughed.", ["Ron"]) == []

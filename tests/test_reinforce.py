@@ -2,13 +2,13 @@ import pytest
 import torch
 
 from conftest import make_tiny_model
-from nbsupport import labels, models, reinforce, runs, training
+from nbsupport import corpus, models, reinforce, runs, training
+from nbsupport.pair import ModelPair, generic_logits
 
 TEXT = "Harry Potter studies magic at a school in the mountains. Ron and Hermione are friends. " * 12
 
 
 def _blocks(tok, size=16):
-    from nbsupport import corpus
     return corpus.make_blocks(TEXT, tok, size)
 
 
@@ -26,10 +26,11 @@ def test_reinforcement_lowers_loss_and_adapter_off_is_exactly_b(tmp_path, tiny_m
     run = runs.Run(tmp_path)
     settings = training.TrainSettings(learning_rate=1e-2, batch_size=4, max_steps=15, lora_r=4,
                                       lora_alpha=8, save_steps=100)
-    R, losses = reinforce.reinforce(base, blocks, run, settings, resume=False)
-    assert _loss(R, blocks) < before - 0.3
+    pair, losses = reinforce.reinforce(base, blocks, run, settings, resume=False)
+    assert pair.shares_weights
+    assert _loss(pair.model, blocks) < before - 0.3
     assert len(losses) == 15 and losses[-1]["loss"] < losses[0]["loss"]
-    v_b, v_r = reinforce.paired_logits(R, blocks[:2])
+    v_b, v_r = pair.logits(blocks[:2])
     assert torch.equal(v_b, b_logits)  # the adapter off gives B back exactly
     assert not torch.allclose(v_r, v_b)
     # the saved adapter (Hugging Face format) reloads on its base to the same R
@@ -39,15 +40,20 @@ def test_reinforcement_lowers_loss_and_adapter_off_is_exactly_b(tmp_path, tiny_m
     assert run.read_json("reinforce/losses.json") == losses
 
 
-def test_full_finetuning_trains_a_copy(tmp_path, tiny_tokenizer):
+def test_full_finetuning_trains_a_copy(tmp_path, tiny_tokenizer, tiny_model_dir):
     model = make_tiny_model(len(tiny_tokenizer), seed=1)
     blocks = _blocks(tiny_tokenizer)
     before = _loss(model, blocks)
     settings = training.TrainSettings(method="full", learning_rate=3e-3, batch_size=4, max_steps=10,
                                       save_steps=100)
-    R, _ = reinforce.reinforce(model, blocks, runs.Run(tmp_path), settings, resume=False)
-    assert _loss(R, blocks) < before
+    pair, _ = reinforce.reinforce(model, blocks, runs.Run(tmp_path), settings, resume=False, tok=tiny_tokenizer)
+    assert not pair.shares_weights
+    assert _loss(pair.model, blocks) < before
+    with pair.base() as B:
+        assert _loss(B, blocks) == pytest.approx(before, rel=1e-5)  # B is a fresh copy of the base
     assert (tmp_path / "reinforce" / "model" / "config.json").is_file()
+    loaded, tok = reinforce.load_reinforced(runs.Run(tmp_path), tiny_model_dir, "full", device="cpu")
+    assert _loss(loaded.model, blocks) == pytest.approx(_loss(pair.model, blocks), rel=1e-5)
 
 
 def test_resume_continues_and_refuses_changed_settings(tmp_path, tiny_tokenizer):
@@ -82,21 +88,21 @@ def test_block_dataset_checks_shapes():
 def test_generic_logits_push_down_only_what_reinforcement_raised():
     v_b = torch.tensor([1.0, 2.0, 3.0, 0.0])
     v_r = torch.tensor([1.0, 3.0, 2.0, 4.0])
-    assert torch.equal(labels.generic_logits(v_b, v_r, 2.0), torch.tensor([1.0, 0.0, 3.0, -8.0]))
-    assert torch.equal(labels.generic_logits(v_b, v_r, 0.0), v_b)
+    assert torch.equal(generic_logits(v_b, v_r, 2.0), torch.tensor([1.0, 0.0, 3.0, -8.0]))
+    assert torch.equal(generic_logits(v_b, v_r, 0.0), v_b)
     with pytest.raises(ValueError, match="shapes differ"):
-        labels.generic_logits(v_b, v_r[:3], 1.0)
+        generic_logits(v_b, v_r[:3], 1.0)
     with pytest.raises(ValueError, match="alpha"):
-        labels.generic_logits(v_b, v_r, -1.0)
+        generic_logits(v_b, v_r, -1.0)
 
 
 def test_reinforcement_effect_and_topk_tables(tiny_model_dir, tiny_tokenizer, tmp_path):
     base, tok = models.load_model(tiny_model_dir, device="cpu")
     settings = training.TrainSettings(learning_rate=1e-2, batch_size=4, max_steps=5, lora_r=4, save_steps=100)
     blocks = _blocks(tok)
-    R, _ = reinforce.reinforce(base, blocks, runs.Run(tmp_path), settings, resume=False)
-    effect = reinforce.reinforcement_effect(R, blocks, max_blocks=3, batch_size=2, sample_per_position=4)
-    v_b, v_r = reinforce.paired_logits(R, blocks[:3])
+    pair, _ = reinforce.reinforce(base, blocks, runs.Run(tmp_path), settings, resume=False)
+    effect = reinforce.reinforcement_effect(pair, blocks, max_blocks=3, batch_size=2, sample_per_position=4)
+    v_b, v_r = pair.logits(blocks[:3])
     assert effect["diff_sample"].shape == (3 * blocks.shape[1] * 4,)
     # brute force: the gain of the actual next token, accumulated position by position
     lp_b, lp_r = torch.log_softmax(v_b, -1), torch.log_softmax(v_r, -1)
@@ -111,7 +117,11 @@ def test_reinforcement_effect_and_topk_tables(tiny_model_dir, tiny_tokenizer, tm
     assert top["mean_logprob_gain"].is_monotonic_decreasing
     best = int((torch.where(counts > 0, sums / counts.clamp(min=1), torch.tensor(-1e9))).argmax())
     assert top["token"].iloc[0] == tok.decode([best])
-    table = reinforce.compare_topk(R, tok, "Harry Potter studies", k=5)
+    table = reinforce.compare_topk(pair, tok, "Harry Potter studies", k=5)
     assert list(table.columns) == ["baseline", "p_baseline", "reinforced", "p_reinforced"]
-    gen = labels.generic_topk(R, tok, "Harry Potter studies", alpha=5.0, k=5)
+    gen = reinforce.generic_topk(pair, tok, "Harry Potter studies", alpha=5.0, k=5)
     assert gen["prob"].is_monotonic_decreasing and len(gen) == 5
+    ids = tok("Harry Potter studies", return_tensors="pt")["input_ids"]
+    v_b, v_r = pair.logits(ids)
+    expected = torch.softmax(v_b[0, -1] - 5.0 * torch.relu(v_r[0, -1] - v_b[0, -1]), -1)
+    assert gen["prob"].tolist() == pytest.approx(expected.topk(5).values.tolist(), rel=1e-5)

@@ -1,8 +1,13 @@
+"""The anchored-terms dictionary (ALGORITHM.md section 3): translation edge cases,
+the merge rules, file formats and every malformed file a user may bring."""
+import json
+
 import pytest
 
-from nbsupport import anchors
-from nbsupport.anchors import AnchorDict, AnchorError, Entry
 from fake_llm import answer
+from nbsupport import dictionary as anchors
+from nbsupport import term_mining
+from nbsupport.dictionary import AnchorDict, AnchorError, Entry
 
 
 def small():
@@ -133,89 +138,6 @@ def test_review_accepts_rejects_and_edits():
         anchors.apply_review(d, {"Draco": {"accept": False}})
 
 
-# ----------------------------------------------------------------- extraction
-SYNTHETIC = (
-    "Zorblat Quenn lived in Vexmoor. Every morning Zorblat Quenn walked to the Order of the Lantern. "
-    "The Order of the Lantern kept a flumbrix in a cage. People said the flumbrix sang. "
-    "Zorblat liked Vexmoor more than the city. In Vexmoor the bread was good. "
-    "When it rained, Quenn stayed home. The weather was nice and the people were kind. "
-) * 3
-
-
-def test_extraction_finds_the_known_terms_of_a_synthetic_text():
-    table = anchors.candidate_terms(SYNTHETIC, min_count=2)
-    terms = set(table["term"])
-    for t in ("Zorblat Quenn", "Zorblat", "Quenn", "Vexmoor", "Order of the Lantern", "flumbrix"):
-        assert t in terms, t
-    for t in ("The", "When", "People", "In", "weather", "bread"):
-        assert t not in terms, t
-    assert table.set_index("term").loc["Vexmoor", "count"] == 9
-    ranked = anchors.rank_candidates(table, SYNTHETIC)
-    assert ranked["score"].is_monotonic_decreasing
-    spec = ranked.set_index("term")["specificity"]
-    assert spec["Vexmoor"] > spec.get("Order of the Lantern", -99) or "Order of the Lantern" in spec
-
-
-def test_extraction_quality_counts_hits_against_present_keys():
-    ref = AnchorDict([Entry("Vexmoor", ["Riverside"]), Entry("Zorblat", ["Paul"]), Entry("Absent", ["x"])])
-    q = anchors.extraction_quality(["Vexmoor", "Quenn"], ref, SYNTHETIC)
-    assert q == {"extracted": 2, "reference_present": 2, "hits": 1, "precision": 0.5, "recall": 0.5}
-
-
-def test_offline_translations_from_pools_are_valid_entries():
-    d = anchors.propose_translations(["Zorblat", "Quenn", "Vexmoor", "flumbrix"], SYNTHETIC, seed=0)
-    assert d.keys() == ["Zorblat", "Quenn", "Vexmoor", "flumbrix"]
-    assert all(e.provenance == "extracted" and len(e.translations) == 2 for e in d.entries.values())
-    assert d["Zorblat"].note.endswith("first_names") and d["Quenn"].note.endswith("surnames")
-    assert d["Vexmoor"].note.endswith("places")
-    assert anchors.propose_translations(["Zorblat"], SYNTHETIC, seed=0)["Zorblat"].translations == \
-        d["Zorblat"].translations
-
-
-def test_masked_predictions_come_from_the_model(tiny_model, tiny_tokenizer):
-    d = anchors.propose_translations(["Vexmoor"], SYNTHETIC, model=tiny_model, tok=tiny_tokenizer, n=2)
-    assert len(d["Vexmoor"].translations) == 2
-    assert all(t.lower() != "vexmoor" for t in d["Vexmoor"].translations)
-
-
-def test_reinforcement_boost_is_zero_for_the_base_itself(tiny_model, tiny_tokenizer):
-    boost = anchors.reinforcement_boost(tiny_model, tiny_tokenizer, SYNTHETIC, ["Vexmoor", "Quenn"],
-                                        base=tiny_model)
-    assert list(boost.index) == ["Vexmoor", "Quenn"] and (boost.abs() < 1e-6).all()
-
-
-# ----------------------------------------------------------------- LLM-assisted extraction
-def test_llm_proposals_are_validated_and_filtered(monkeypatch):
-    class FakeClient:
-        def __init__(self):
-            self.calls = []
-
-        def chat_json(self, messages, schema):
-            self.calls.append((messages, schema))
-            return {"entries": [
-                {"key": "Vexmoor", "translations": ["Riverside"]},
-                {"key": "Vexmoor's", "translations": ["Riverside's"]},   # merge rule drops it
-                {"key": "Nowhere", "translations": ["Somewhere"]},       # not in the passage
-                {"key": "Quenn", "translations": ["quenn"]},             # translated to itself
-            ]}
-
-    client = FakeClient()
-    d = anchors.llm_propose(client, ["Zorblat Quenn lived in Vexmoor. Vexmoor's bread was good."])
-    assert d.keys() == ["Vexmoor"] and d["Vexmoor"].provenance == "llm"
-    assert client.calls[0][1] is anchors.LLM_SCHEMA
-
-
-def test_llm_proposals_through_a_real_client_on_loopback(server):
-    import json
-    reply = {"entries": [{"key": "Vexmoor", "translations": ["Riverside", "Millbrook"]}]}
-    server.script((200, answer(json.dumps(reply))))
-    d = anchors.llm_propose(server.client(), ["Zorblat Quenn lived in Vexmoor."])
-    assert d["Vexmoor"].translations == ["Riverside", "Millbrook"]
-    sent = server.requests[0]["json"]
-    assert sent["response_format"]["json_schema"]["schema"] == anchors.LLM_SCHEMA
-    assert sent["messages"][1]["content"] == "Zorblat Quenn lived in Vexmoor."
-
-
 def test_merge_leaves_out_entries_that_would_shadow_existing_ones():
     a = AnchorDict([Entry("Ravenclaw's Diadem", ["Eagle Diadem"]), Entry("Ron", ["Tom"])])
     b = AnchorDict([Entry("Diadem", ["crown"], "extracted"), Entry("Harry", ["Ron"], "extracted"),
@@ -224,3 +146,51 @@ def test_merge_leaves_out_entries_that_would_shadow_existing_ones():
     assert m.keys() == ["Ravenclaw's Diadem", "Ron", "Quenn"]
     assert m.dropped == ["Diadem", "Harry", "ron"]
     anchors.check_shadowing(m)
+
+
+def test_llm_proposals_through_a_real_client_on_loopback(server):
+    reply = {"entries": [{"key": "Vexmoor", "translations": ["Riverside", "Millbrook"]}]}
+    server.script((200, answer(json.dumps(reply))))
+    d = term_mining.llm_propose(server.client(), ["Zorblat Quenn lived in Vexmoor."])
+    assert d["Vexmoor"].translations == ["Riverside", "Millbrook"]
+    sent = server.requests[0]["json"]
+    assert sent["response_format"]["json_schema"]["schema"] == term_mining.LLM_SCHEMA
+    assert sent["messages"][1]["content"] == "Zorblat Quenn lived in Vexmoor."
+
+
+# ----------------------------------------------------------------- malformed files
+@pytest.mark.parametrize("text, message", [
+    ('{"version": 1, "entires": []}', "unknown key.*entires"),
+    ('[{"key": "Harry", "translations": ["Jon"]}]', "top level must be an object"),
+    ('{"version": 1, "entries": [{"key": "Harry", "translations": "Jon"}]}', "must be a list of strings"),
+    ('{"version": 1, "entries": {"Harry": ["Jon"]}}', "'entries' must be a list"),
+    ('{"version": 1}', "'entries' is missing"),
+    ('{"version": 1, "entries": [', "not valid JSON"),
+])
+def test_malformed_json_is_refused_with_the_fix(tmp_path, text, message):
+    (tmp_path / "d.json").write_text(text)
+    with pytest.raises(AnchorError, match=message):
+        AnchorDict.load(tmp_path / "d.json")
+
+
+def test_a_string_translation_never_becomes_letters():
+    with pytest.raises(AnchorError, match="list of strings"):
+        AnchorDict.from_json(json.dumps({"entries": [{"key": "Harry", "translations": "Jon"}]}))
+
+
+def test_header_only_csv_and_non_utf8_files_are_refused(tmp_path):
+    (tmp_path / "empty.csv").write_text("key,translations,provenance,note\n\n")
+    with pytest.raises(AnchorError, match="no entries"):
+        AnchorDict.load(tmp_path / "empty.csv")
+    (tmp_path / "latin.csv").write_bytes("key,translations\nCaf\xe9,Bar\n".encode("latin-1"))
+    with pytest.raises(AnchorError, match="not UTF-8.*iconv"):
+        AnchorDict.load(tmp_path / "latin.csv")
+
+
+def test_an_empty_dictionary_only_where_no_anchors_were_asked_for(tmp_path):
+    assert len(anchors.starting_dictionary("none")) == 0
+    (tmp_path / "empty.json").write_text('{"version": 1, "entries": []}')
+    with pytest.raises(AnchorError, match="ANCHOR_DICTIONARY = 'none'"):
+        anchors.starting_dictionary(str(tmp_path / "empty.json"))
+    assert len(anchors.starting_dictionary("auto", target_text="builtin")) >= 300
+    assert len(anchors.starting_dictionary("auto", target_text="my_book.txt")) == 0
