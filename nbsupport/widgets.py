@@ -27,23 +27,34 @@ def topk_explorer(model, tok, prompts: Sequence[str], k: int = 10, interactive: 
         tables = [scoring.next_token_topk(model, tok, p, k).assign(prompt=p) for p in prompts]
         return pd.concat(tables, ignore_index=True)[["prompt", "token", "prob"]]
 
-    text = w.Text(value=prompts[0] if prompts else "", description="Prompt:",
-                  layout=w.Layout(width="80%"), continuous_update=False)
+    text = _prompt_field(prompts[0] if prompts else "")
+    return _live([text], lambda: plots.topk_bars(scoring.next_token_topk(model, tok, text.value, k),
+                                                 title=text.value)[0] if text.value else None)
+
+
+def _prompt_field(value: str):
+    return w.Text(value=value, description="Prompt:", layout=w.Layout(width="80%"), continuous_update=False)
+
+
+def _live(controls: list, figure: Callable):
+    """A box of ``controls`` above an output that shows ``figure()`` (a matplotlib
+    figure, or None for "type a prompt") again whenever a control changes."""
     out = w.Output()
 
     def show(_=None):
         out.clear_output(wait=True)
         with out:
-            if not text.value:
+            fig = figure()
+            if fig is None:
                 print("Type a prompt and press Enter.")
                 return
-            fig, _ = plots.topk_bars(scoring.next_token_topk(model, tok, text.value, k), title=text.value)
             display(fig)
             plt.close(fig)
 
-    text.observe(show, names="value")
+    for control in controls:
+        control.observe(show, names="value")
     show()
-    return w.VBox([text, out])
+    return w.VBox([*controls, out])
 
 
 def alpha_explorer(pair: ModelPair, tok, prompt: str, alphas: Sequence[float], k: int = 10,
@@ -57,25 +68,13 @@ def alpha_explorer(pair: ModelPair, tok, prompt: str, alphas: Sequence[float], k
         tables = [generic_topk(pair, tok, prompt, a, k).assign(alpha=a) for a in sorted(alphas)]
         return pd.concat(tables, ignore_index=True)[["alpha", "token", "prob", "p_baseline"]]
 
-    text = w.Text(value=prompt, description="Prompt:", layout=w.Layout(width="80%"),
-                  continuous_update=False)
+    text = _prompt_field(prompt)
     slider = w.FloatSlider(value=alphas[len(alphas) // 2] if alphas else 5.0, min=0.0,
                            max=max(20.0, *alphas) if alphas else 20.0, step=0.5,
                            description="alpha", continuous_update=False)
-    out = w.Output()
-
-    def show(_=None):
-        out.clear_output(wait=True)
-        with out:
-            table = generic_topk(pair, tok, text.value, slider.value, k)
-            fig, _ = plots.topk_bars(table, title=f"generic prediction, alpha={slider.value:g}")
-            display(fig)
-            plt.close(fig)
-
-    text.observe(show, names="value")
-    slider.observe(show, names="value")
-    show()
-    return w.VBox([text, slider, out])
+    return _live([text, slider], lambda: plots.topk_bars(
+        generic_topk(pair, tok, text.value, slider.value, k),
+        title=f"generic prediction, alpha={slider.value:g}")[0] if text.value else None)
 
 
 def translation_html(translation, max_chars: int = 1200):
@@ -145,8 +144,7 @@ def completion_comparer(views: dict[str, Callable], tok, prompts: Sequence[str],
     if not interactive:
         return run_all(prompts)
 
-    text = w.Text(value=prompts[0] if prompts else "", description="Prompt:", layout=w.Layout(width="80%"),
-                  continuous_update=False)
+    text = _prompt_field(prompts[0] if prompts else "")
     out = w.Output()
 
     def show(_=None):

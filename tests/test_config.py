@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nbsupport import config
+from nbsupport import config, probe
 
 
 def test_profiles_share_their_parameters():
@@ -14,7 +14,9 @@ def test_overrides_apply_and_none_keeps_the_profile():
     cfg = config.resolve("smoke", top_k=3, model=None, N_TOKEN_PROBES=5)
     assert cfg.top_k == 3 and cfg.n_token_probes == 5
     assert cfg.model == config.PROFILES["smoke"]["model"] and cfg.profile == "smoke"
-    assert config.resolve("smoke").n_token_probes < (config.resolve("cpu").n_token_probes or 10**9)
+    # the smoke profile measures a subset; the cpu profile all probes (None)
+    assert config.resolve("cpu").n_token_probes is None
+    assert 0 < config.resolve("smoke").n_token_probes < len(probe.load_probes("hp_token"))
 
 
 @pytest.mark.parametrize("args, message", [
@@ -27,9 +29,25 @@ def test_bad_profile_or_parameter(args, message):
         config.resolve(*args, **kwargs)
 
 
-def test_wrong_type_is_refused():
-    with pytest.raises(config.ConfigError, match="should be like"):
-        config.resolve("cpu", top_k="ten")
+@pytest.mark.parametrize("name, value", [
+    ("top_k", "ten"), ("top_k", 2.5), ("N_TOKEN_PROBES", "ten"), ("n_token_probes", 1.5),
+    ("eval_text_files", "all"), ("target_sha256", 123), ("use_llm", 1), ("alpha", "5"),
+    ("finetune_recipes", "paper"), ("sweep_alphas", ["a"]), ("alpha", True),
+])
+def test_wrong_type_is_refused_even_where_the_default_is_none(name, value):
+    with pytest.raises(config.ConfigError, match=f"parameter {name.upper()} should be"):
+        config.resolve("cpu", **{name: value})
+
+
+def test_right_types_are_accepted():
+    cfg = config.resolve("cpu", n_token_probes=10, alpha=5, finetune_lr=1e-4, sweep_alphas=(2.5, 10),
+                         target_sha256="ab" * 32)
+    assert cfg.alpha == 5 and cfg.sweep_alphas == [2.5, 10] and cfg.n_token_probes == 10
+
+
+def test_every_fixed_parameter_exists_and_belongs_to_a_stage():
+    assert set(config.FIXED_BY) <= set(config.PROFILES["cpu"])
+    assert set(config.FIXED_BY.values()) <= set(config.STAGES)
 
 
 def test_seed_makes_torch_repeatable():

@@ -89,3 +89,11 @@ def test_series_runs_end_to_end_in_smoke_profile(tmp_path):
     summary = json.loads((run_dir / "baseline" / "summary.json").read_text())
     assert 0 < summary["token_familiarity"] < 1 and 0 <= summary["knowledge_accuracy"] <= 1
     assert json.loads((run_dir / "config" / "baseline.json").read_text())["profile"] == "smoke"
+    # finetuning really forgets: every recipe lowers the target probability of the same run's baseline
+    evaluated = json.loads((run_dir / "evaluate" / "summary.json").read_text())
+    baseline = evaluated["results"]["baseline"]["token_familiarity"]
+    for recipe, numbers in evaluated["results"].items():
+        if recipe != "baseline":
+            assert numbers["token_familiarity"] < 0.9 * baseline, recipe
+    # notebook 06 trained nothing: every model it measured came from notebook 05
+    assert not list((run_dir / "evaluate").rglob("adapter_config.json"))

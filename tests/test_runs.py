@@ -60,3 +60,33 @@ def test_tables_round_trip(tmp_path):
     df = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
     run.write_table("t.csv", df)
     pd.testing.assert_frame_equal(run.read_table("t.csv"), df)
+
+
+# ----------------------------------------------------------------- the run contract
+def test_a_later_stage_inherits_what_earlier_stages_fixed(tmp_path):
+    runs.open_stage(tmp_path, "smoke", "baseline", model=None)
+    runs.open_stage(tmp_path, "smoke", "reinforce", block_size=64, corpus_tokens=512)
+    runs.open_stage(tmp_path, "smoke", "anchors")
+    run, cfg = runs.open_stage(tmp_path, "smoke", "labels", alpha=2.5)
+    assert (cfg.block_size, cfg.corpus_tokens, cfg.alpha) == (64, 512, 2.5)
+    # notebook 05 names none of them, yet trains on the same blocks and alpha
+    _, ft = runs.open_stage(tmp_path, "cpu", "finetune", finetune_lr=1e-4)
+    assert (ft.block_size, ft.alpha, ft.finetune_lr) == (64, 2.5, 1e-4)
+    assert run.read_json("config/finetune.json")["alpha"] == 2.5
+
+
+def test_a_conflicting_value_names_the_notebook_that_fixed_it(tmp_path):
+    runs.open_stage(tmp_path, "smoke", "reinforce", block_size=64)
+    with pytest.raises(runs.RunMismatchError, match="BLOCK_SIZE=128.*02_reinforcement.ipynb.*BLOCK_SIZE=64"):
+        runs.open_stage(tmp_path, "smoke", "labels", block_size=128)
+    runs.open_stage(tmp_path, "smoke", "labels", BLOCK_SIZE=64)   # the same value is fine
+    with pytest.raises(ValueError, match="unknown stage"):
+        runs.open_stage(tmp_path, "smoke", "training")
+
+
+def test_a_stage_may_change_its_own_and_free_parameters(tmp_path):
+    runs.open_stage(tmp_path, "smoke", "labels", alpha=5.0, seed=1)
+    _, cfg = runs.open_stage(tmp_path, "smoke", "labels", alpha=10.0, seed=2)   # rerun of the same stage
+    assert cfg.alpha == 10.0
+    _, cfg = runs.open_stage(tmp_path, "smoke", "evaluate", seed=3, n_token_probes=5)
+    assert (cfg.seed, cfg.n_token_probes, cfg.alpha) == (3, 5, 10.0)

@@ -4,9 +4,10 @@ reference on a tiny random model, label for label."""
 import pytest
 import torch
 
-from conftest import make_tiny_model
-from nbsupport import labels, runs
-from nbsupport.anchors import AnchorDict, Entry, Translator
+from conftest import make_tiny_pair
+from nbsupport import corpus, generic_labels as labels, runs
+from nbsupport.dictionary import AnchorDict, Entry, Translator
+from nbsupport.pair import generic_logits
 
 DICT = AnchorDict([Entry("Hogwarts", ["the big old school"]), Entry("Harry", ["Jon"]),
                    Entry("Ron", ["Maximilian"]), Entry("Quidditch", ["ball"])])
@@ -86,7 +87,7 @@ def test_forbidden_tokens_sit_at_the_mean_logit_from_their_position_on():
     torch.manual_seed(0)
     v_g, v_r = torch.randn(6, 20), torch.randn(6, 20)
     out = labels.combine(v_g, v_r, 2.0, [(3, [4, 7])])
-    plain = labels.generic_logits(v_g, v_r, 2.0)
+    plain = generic_logits(v_g, v_r, 2.0)
     assert torch.equal(out[:3], plain[:3])
     assert torch.allclose(out[3:, 4], plain[3:].mean(-1)) and torch.allclose(out[3:, 7], plain[3:].mean(-1))
     others = [c for c in range(20) if c not in (4, 7)]
@@ -103,7 +104,7 @@ def overlapping(span, s, e):
 
 
 @torch.no_grad()
-def reference_labels(R, tok, ids, translator, alpha, seed):
+def reference_labels(pair, tok, ids, translator, alpha, seed):
     """Position by position, unbatched, every rule written out again."""
     text, spans = labels._text_and_offsets(tok, ids)
     tr = translator.translate(text, seed=seed)
@@ -136,9 +137,9 @@ def reference_labels(R, tok, ids, translator, alpha, seed):
         if not a.first and m:
             for q in m + ([m[0] - 1] if m[0] > 0 else []):
                 src[q] = -1
-    v_r = R(input_ids=torch.tensor([ids])).logits[0]
-    with R.disable_adapter():
-        v_b = R(input_ids=torch.tensor([t_ids])).logits[0]
+    v_r = pair.model(input_ids=torch.tensor([ids])).logits[0]
+    with pair.base() as B:
+        v_b = B(input_ids=torch.tensor([t_ids])).logits[0]
     out = [labels.IGNORE] * L
     for p in range(L - 1):
         if src[p] < 0:
@@ -157,12 +158,8 @@ def reference_labels(R, tok, ids, translator, alpha, seed):
 
 
 @pytest.fixture(scope="module")
-def tiny_R(tiny_tokenizer):
-    from peft import LoraConfig, get_peft_model
-    torch.manual_seed(1)
-    model = make_tiny_model(len(tiny_tokenizer), seed=2)
-    return get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"],
-                                            init_lora_weights=False)).eval()
+def tiny_R(tiny_pair):
+    return tiny_pair
 
 
 TEXTS = ("Harry Potter studies magic at Hogwarts. Ron and Harry fly at night.\nHogwarts is far. "
@@ -170,7 +167,6 @@ TEXTS = ("Harry Potter studies magic at Hogwarts. Ron and Harry fly at night.\nH
 
 
 def corpus_blocks(tok, size=32):
-    from nbsupport import corpus
     return corpus.make_blocks(TEXTS, tok, size)
 
 
@@ -229,10 +225,10 @@ def test_ablations(tmp_path, tiny_R, tiny_tokenizer):
     labels.generate(tiny_R, tok, blocks, run, None, [5.0], out="labels-reinforcement-only", progress=False)
     got = labels.load(run, "labels-reinforcement-only")["labels@5"]
     # no anchors: every position is trained and reads B and R on the same text
-    v_r = tiny_R(input_ids=blocks).logits
-    with tiny_R.disable_adapter():
-        v_b = tiny_R(input_ids=blocks).logits
-    expected = labels.generic_logits(v_b, v_r, 5.0).argmax(-1)
+    v_r = tiny_R.model(input_ids=blocks).logits
+    with tiny_R.base() as B:
+        v_b = B(input_ids=blocks).logits
+    expected = generic_logits(v_b, v_r, 5.0).argmax(-1)
     assert torch.equal(got[:, 1:], expected[:, :-1]) and (got[:, 0] == labels.IGNORE).all()
     labels.generate(tiny_R, tok, blocks, run, DICT, [0.0], out="labels-anchors-only", progress=False)
     anchors_only = labels.load(run, "labels-anchors-only")["labels@0"]
@@ -259,3 +255,34 @@ def test_explain_block_matches_generated_labels(tmp_path, tiny_R, tiny_tokenizer
         assert row["trained"] == (stored[p + 1].item() != labels.IGNORE)
         if row["trained"]:
             assert row["label"] == tok.decode([stored[p + 1].item()])
+
+
+def test_two_separate_models_give_the_labels_of_the_shared_weights(tmp_path, tiny_tokenizer):
+    """A full-finetune R (two models) and a LoRA R (one model, adapter on/off) that
+    compute the same functions must give the same labels."""
+    tok = tiny_tokenizer
+    blocks = corpus_blocks(tok)[:3]
+    shared, separate = make_tiny_pair(len(tok), seed=5), make_tiny_pair(len(tok), seed=5, shared=False)
+    for name, pair in (("shared", shared), ("separate", separate)):
+        labels.generate(pair, tok, blocks, runs.Run(tmp_path / name), DICT, [5.0], progress=False)
+    a, b = labels.load(runs.Run(tmp_path / "shared")), labels.load(runs.Run(tmp_path / "separate"))
+    assert torch.equal(a["labels@5"], b["labels@5"])
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 5])
+def test_character_offsets_of_a_block_cut_mid_word(tiny_tokenizer, cut):
+    """Blocks are cut from one long token stream, so a block may start or end inside a
+    word: tokens whose text does not tokenize back to themselves get no span (never
+    trained); every other token's span is exactly its text in the decoded block."""
+    tok = tiny_tokenizer
+    ids = ids_of(tok, "Hogwarts and Quidditch and the mountains at night.")
+    block = ids[cut:cut + 9]
+    text, spans = labels._text_and_offsets(tok, block)
+    assert text == tok.decode(block)
+    assert len(spans) == len(block)
+    assert sum(s is not None for s in spans) >= len(block) - 2   # at most the cut edges are lost
+    for i, span in enumerate(spans):
+        if span is not None:
+            assert text[span[0]:span[1]] == tok.decode([block[i]])
+    starts = [s[0] for s in spans if s is not None]
+    assert starts == sorted(starts)
