@@ -30,6 +30,7 @@ _CPU: dict[str, Any] = {
     "target_sha256": None,      # required for a URL
     "target_download": False,   # allow downloading a URL target (needs the network)
     "corpus_tokens": 8192,      # None: all of the text; else its first N tokens (seeded order)
+    "corpus_order": "mixed",    # built-in text: "mixed" or "prose-first" (hand-written prose before rendered facts)
     "block_size": 256,          # tokens per training block (paper: 512)
     # --- reinforcement (notebook 02)
     "reinforce_method": "lora", # "lora": R is an adapter on B; "full": R is a full copy
@@ -65,9 +66,19 @@ _CPU: dict[str, Any] = {
     "step_probes": 40,          # token probes measured along the steps
     # --- evaluation (notebook 06)
     "eval_completions": 40,     # completion prompts judged per model
-    "eval_text_files": None,    # generic / nearby text files measured; None: all
-    "sweep_alphas": [2.5, 10.0],# extra finetunes along alpha (best recipe, 1 epoch); [] to skip
-    "sweep_lrs": [1e-4],        # extra finetunes along the learning rate; [] to skip
+    "eval_text_files": None,    # held-out generic / nearby text files measured; None: all
+    "kl_text_files": 5,         # held-out files the KL to the baseline is measured on (two passes each)
+    "ablation_epochs": 1.0,     # the ablation's three short runs (reinforcement only, anchors only, both)
+    "sweep_alphas": [],         # extra finetunes along alpha (best recipe, 1 epoch), e.g. [2.5, 10.0]
+    "sweep_lrs": [],            # extra finetunes along the learning rate, e.g. [1e-4]
+    # --- other methods and attacks (notebook 07)
+    "methods": ["ga", "graddiff", "npo"],  # see methods.METHODS
+    "method_steps": 12,         # optimizer steps per method (the same for all; early-stopped at +3% perplexity)
+    "method_lr": 3e-4,
+    "method_batch_size": 2,
+    "method_probe_every": 2,
+    "relearn_steps": [0, 10, 25],  # relearning attack: familiarity measured after these steps
+    "attack_probes": 30,        # token probes per group (A, B) measured inside the attack loops
 }
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -77,15 +88,18 @@ PROFILES: dict[str, dict[str, Any]] = {
               "reinforce_batch_size": 2, "reinforce_max_steps": 4, "n_extracted": 20,
               "boost_candidates": 8, "finetune_max_steps": 4, "finetune_batch_size": 2, "probe_every": 2,
               "step_probes": 8, "eval_completions": 4, "sweep_alphas": [10.0], "sweep_lrs": [],
-              "eval_text_files": 1},
+              "eval_text_files": 1, "kl_text_files": 1, "ablation_epochs": 0.5, "method_steps": 2,
+              "method_probe_every": 1, "relearn_steps": [0, 2], "attack_probes": 6},
     # The embedded model with full CPU budgets (a laptop; about 30 minutes in all).
     "cpu": dict(_CPU),
+    # The cpu profile plus the alpha and learning-rate sweeps (notebooks 05-06).
+    "sweeps": {**_CPU, "sweep_alphas": [2.5, 10.0], "sweep_lrs": [1e-4]},
     # A Colab-class GPU (T4 16 GB or better) and a larger model.
     "gpu": {**_CPU, "model": "HuggingFaceTB/SmolLM2-1.7B-Instruct", "batch_size": 32,
             "n_completion_prompts": None, "completion_tokens": 64, "corpus_tokens": None,
             "block_size": 512, "reinforce_epochs": 3.0, "reinforce_lr": 2e-4,
             "reinforce_batch_size": 8, "finetune_lr": 2e-4, "finetune_batch_size": 8,
-            "eval_completions": 137, "step_probes": 112},
+            "eval_completions": 137, "step_probes": 112, "relearn_steps": [0, 10, 25, 100], "method_steps": 60},
     # The paper's setting: Llama-2-7b-chat, your own text (set TARGET_TEXT), and the
     # paper's hyperparameters: 3 epochs, context 512, lr 3e-6, batch 8 x accumulation 16.
     "paper": {**_CPU, "model": "meta-llama/Llama-2-7b-chat-hf", "batch_size": 16,
@@ -100,7 +114,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 # The stages of a run, in pipeline order (one notebook each; see runs.PRODUCERS).
-STAGES = ("baseline", "reinforce", "anchors", "labels", "finetune", "evaluate")
+STAGES = ("baseline", "reinforce", "anchors", "labels", "finetune", "evaluate", "methods")
 
 # Which stage fixes each parameter for the rest of the run: a later stage inherits
 # the recorded value, and asking it for another value is an error (the earlier
@@ -108,7 +122,7 @@ STAGES = ("baseline", "reinforce", "anchors", "labels", "finetune", "evaluate")
 # sizes of probing, probe counts, ...) are free in every notebook.
 FIXED_BY = {
     "model": "baseline",
-    **dict.fromkeys(("target_text", "target_sha256", "target_download", "corpus_tokens", "block_size",
+    **dict.fromkeys(("target_text", "target_sha256", "target_download", "corpus_tokens", "corpus_order", "block_size",
                      "reinforce_method", "reinforce_epochs", "reinforce_lr", "reinforce_batch_size",
                      "reinforce_grad_accum", "reinforce_max_steps", "lora_r", "lora_alpha"), "reinforce"),
     **dict.fromkeys(("anchor_dictionary", "n_extracted", "boost_candidates", "use_llm", "llm_passages"),
@@ -116,12 +130,13 @@ FIXED_BY = {
     **dict.fromkeys(("alpha", "soft_top_k", "label_batch_size", "ablations"), "labels"),
     **dict.fromkeys(("finetune_recipes", "finetune_method", "finetune_epochs", "finetune_lr",
                      "finetune_batch_size", "finetune_grad_accum", "finetune_max_steps", "probe_every",
-                     "step_probes", "sweep_alphas", "sweep_lrs"), "finetune"),
+                     "step_probes", "ablation_epochs", "sweep_alphas", "sweep_lrs"), "finetune"),
+    **dict.fromkeys(("methods", "method_steps", "method_lr", "method_batch_size", "method_probe_every"), "methods"),
 }
 
 # The type of every parameter whose cpu default is None ("all" or "not set").
 _NULLABLE = {"n_token_probes": int, "n_knowledge_probes": int, "n_completion_prompts": int,
-             "corpus_tokens": int, "target_sha256": str, "eval_text_files": int}
+             "corpus_tokens": int, "target_sha256": str, "eval_text_files": int, "kl_text_files": int}
 
 
 class ConfigError(ValueError):

@@ -88,17 +88,31 @@ def rendered_documents(seed: int = 0, passes: int = 2) -> list[str]:
     return docs
 
 
-def builtin_documents(seed: int = 0, passes: int = 2) -> list[str]:
-    """Prose and rendered paragraphs, shuffled together deterministically."""
-    docs = prose_documents() + rendered_documents(seed, passes)
-    random.Random(seed).shuffle(docs)
-    return docs
+ORDERS = ("mixed", "prose-first")
 
 
-def builtin_corpus(tok=None, seed: int = 0, max_tokens: int | None = None, passes: int = 2) -> str:
+def builtin_documents(seed: int = 0, passes: int = 2, order: str = "mixed") -> list[str]:
+    """Prose and rendered paragraphs in a deterministic order: ``"mixed"`` shuffles
+    them together; ``"prose-first"`` puts the hand-written prose (shuffled) before
+    the rendered paragraphs (shuffled), so a token budget takes prose first."""
+    if order not in ORDERS:
+        raise CorpusError(f"unknown corpus order {order!r}: choose one of {', '.join(ORDERS)}")
+    rng = random.Random(seed)
+    if order == "mixed":
+        docs = prose_documents() + rendered_documents(seed, passes)
+        rng.shuffle(docs)
+        return docs
+    prose, rendered = prose_documents(), rendered_documents(seed, passes)
+    rng.shuffle(prose)
+    rng.shuffle(rendered)
+    return prose + rendered
+
+
+def builtin_corpus(tok=None, seed: int = 0, max_tokens: int | None = None, passes: int = 2,
+                   order: str = "mixed") -> str:
     """The built-in target text; with ``max_tokens`` (needs ``tok``), the first
     documents of the seeded order up to that many tokens (the cpu-profile subset)."""
-    docs = builtin_documents(seed, passes)
+    docs = builtin_documents(seed, passes, order)
     if max_tokens is not None:
         if tok is None:
             raise ValueError("max_tokens needs the tokenizer that counts the tokens")
@@ -201,11 +215,11 @@ def load_text(source: str, sha256: str | None = None, allow_download: bool = Fal
 
 
 def target_text(source: str, tok=None, seed: int = 0, max_tokens: int | None = None,
-                sha256: str | None = None, allow_download: bool = False) -> str:
+                sha256: str | None = None, allow_download: bool = False, order: str = "mixed") -> str:
     """``"builtin"`` for the built-in corpus, else the user's text (see ``load_text``);
     with ``max_tokens``, only the first that many tokens of it."""
     if source == BUILTIN:
-        return builtin_corpus(tok, seed=seed, max_tokens=max_tokens)
+        return builtin_corpus(tok, seed=seed, max_tokens=max_tokens, order=order)
     text = load_text(source, sha256=sha256, allow_download=allow_download)
     if max_tokens is not None:
         if tok is None:
@@ -217,14 +231,19 @@ def target_text(source: str, tok=None, seed: int = 0, max_tokens: int | None = N
 
 
 # ----------------------------------------------------------------- evaluation text
-TEXT_KINDS = ("generic", "nearby")
+TEXT_KINDS = ("generic", "nearby", "independent")
 
 
 def load_eval_texts(kind: str = "generic") -> list[str]:
-    """The evaluation texts shipped in ``nbsupport/data/eval/<kind>/*.md``, in file-name order.
+    """The texts shipped in ``nbsupport/data/eval/<kind>/*.md``, in file-name order.
 
-    ``"generic"``: everyday text with no Harry Potter in it; ``"nearby"``: text
-    close to the target (other fantasy) that should stay fluent.
+    * ``"generic"``: everyday writing with no Harry Potter in it (12 pieces, ~8.6K
+      tokens): the *retain* text the KL term of finetuning is trained on;
+    * ``"independent"``: 25 pieces of another source and other kinds of writing
+      (news, encyclopedic entries, conversations, instructions, realistic fiction;
+      ~26K tokens), never trained on: the *held-out* text every perplexity and KL
+      of the course is measured on;
+    * ``"nearby"``: other fantasy, to see collateral damage near the target.
     """
     if kind not in TEXT_KINDS:
         raise ValueError(f"unknown text kind {kind!r}: choose one of {', '.join(TEXT_KINDS)}")
@@ -236,14 +255,24 @@ def load_eval_texts(kind: str = "generic") -> list[str]:
     return texts
 
 
-def generic_split(part: str) -> list[str]:
-    """The generic texts in two disjoint halves: ``"retain"`` (even files) may be
-    trained on (the KL term of finetuning); ``"eval"`` (odd files) is only ever
-    measured, so perplexity is never taken on training text."""
-    if part not in ("retain", "eval"):
-        raise ValueError(f"part must be 'retain' or 'eval', got {part!r}")
-    texts = load_eval_texts("generic")
-    return texts[0::2] if part == "retain" else texts[1::2]
+def retain_texts() -> list[str]:
+    """Generic text that training may use (the KL retain term): the ``generic`` pool."""
+    return load_eval_texts("generic")
+
+
+def heldout_texts(limit: int | None = None) -> list[str]:
+    """Generic text that is only ever measured: the ``independent`` pool (its first
+    ``limit`` pieces, which mix all five kinds of writing, for a lighter measure)."""
+    texts = load_eval_texts("independent")
+    return texts if limit is None else _interleaved(texts)[:limit]
+
+
+def _interleaved(texts: list[str]) -> list[str]:
+    # files come as 5 kinds x 5 pieces (01-05 news, 06-10 encyclopedic, ...): take one
+    # of each kind in turn, so any prefix is a mix of kinds
+    kinds = 5 if len(texts) % 5 == 0 else 1
+    per = len(texts) // kinds
+    return [texts[k * per + i] for i in range(per) for k in range(kinds)]
 
 
 # ----------------------------------------------------------------- blocks

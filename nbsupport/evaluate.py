@@ -2,8 +2,8 @@
 
 Two questions, two kinds of measure:
 
-* **Is the model still a good language model?** Perplexity on generic text
-  (``corpus.generic_split("eval")``) and on text near the target
+* **Is the model still a good language model?** Perplexity on held-out generic
+  text of another source than anything trained on (``corpus.heldout_texts()``) and on text near the target
   (``corpus.load_eval_texts("nearby")``), general-knowledge accuracy (with the
   questions that flipped each way, ``knowledge_flips``), and the KL to the
   baseline: how far the next-token distributions moved on the same text.
@@ -141,8 +141,9 @@ def judge_table(prompts: Sequence[str], completions: Sequence[str], unique_terms
 
 # ----------------------------------------------------------------- one model, every measure
 def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=(), unique_terms=(),
-            eval_texts=(), nearby_texts=(), kl_pair: ModelPair | None = None, batch_size: int = 16,
-            completion_tokens: int = 40, extra_token_probes: dict | None = None) -> tuple[dict, dict]:
+            eval_texts=(), nearby_texts=(), kl_pair: ModelPair | None = None, kl_texts=(),
+            batch_size: int = 16, completion_tokens: int = 40,
+            extra_token_probes: dict | None = None) -> tuple[dict, dict]:
     """Every metric of the course for one model: ``(numbers, tables)``.
 
     Forgetting: ``token_familiarity`` (mean target mass), ``generic_mass``,
@@ -150,16 +151,18 @@ def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=()
     against its own target terms plus ``unique_terms``). Keeping:
     ``knowledge_accuracy``, ``perplexity`` (generic eval text), ``perplexity_nearby``
     (other fantasy), and with ``kl_pair`` (B and this model) ``kl_to_baseline`` on
-    the generic text. ``extra_token_probes`` ({name: probes}) adds
+    ``kl_texts`` (default: the generic eval text; a subset is cheaper: KL needs two passes). ``extra_token_probes`` ({name: probes}) adds
     ``<name>_familiarity`` (e.g. the indirect probes). Empty inputs skip their measure.
     """
     numbers, tables = {}, {}
     fam = probe.token_familiarity(model, tok, token_probes, batch_size, progress=False)
     numbers["token_familiarity"], numbers["generic_mass"] = float(fam.p_target.mean()), float(fam.p_generic.mean())
+    numbers.update(_halves("token_familiarity", fam, token_probes))
     tables["token"] = fam
     for name, probes in (extra_token_probes or {}).items():
         extra = probe.token_familiarity(model, tok, probes, batch_size, progress=False)
         numbers[f"{name}_familiarity"] = float(extra.p_target.mean())
+        numbers.update(_halves(f"{name}_familiarity", extra, probes))
         tables[name] = extra
     if knowledge_probes:
         know = probe.knowledge_accuracy(model, tok, knowledge_probes, batch_size, progress=False)
@@ -176,9 +179,21 @@ def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=()
         numbers["perplexity"] = scoring.perplexity(model, tok, eval_texts)
     if nearby_texts:
         numbers["perplexity_nearby"] = scoring.perplexity(model, tok, nearby_texts)
-    if kl_pair is not None and eval_texts:
-        numbers["kl_to_baseline"] = scoring.kl_divergence(kl_pair, tok, eval_texts)
+    if kl_pair is not None and (kl_texts or eval_texts):
+        numbers["kl_to_baseline"] = scoring.kl_divergence(kl_pair, tok, kl_texts or eval_texts)
     return numbers, tables
+
+
+def _halves(name: str, table: pd.DataFrame, probes) -> dict:
+    """``<name>_dev`` and ``<name>_report``: the mean target mass on each half of the
+    probes (``probe.split``): settings are chosen on dev, results reported on report."""
+    out = {}
+    for part in ("dev", "report"):
+        ids = {p.id for p in probe.split(probes, part)}
+        rows = table[table["id"].isin(ids)]
+        if len(rows):
+            out[f"{name}_{part}"] = float(rows.p_target.mean())
+    return out
 
 
 def knowledge_flips(before: pd.DataFrame, after: pd.DataFrame) -> dict:
@@ -197,10 +212,15 @@ def knowledge_flips(before: pd.DataFrame, after: pd.DataFrame) -> dict:
 
 
 def relative_to(baseline: dict, numbers: dict) -> dict:
-    """The headline changes against the baseline, in percent / points."""
+    """The headline changes against the baseline: ``<x>_drop`` in percent for every
+    familiarity (all probes, each half, the indirect probes), ``perplexity_rise``
+    in percent and ``knowledge_points`` in accuracy points. Both dicts must come
+    from the same measure (same probes, same texts)."""
     out = {}
-    if baseline.get("token_familiarity"):
-        out["familiarity_drop"] = 100 * (1 - numbers["token_familiarity"] / baseline["token_familiarity"])
+    for key, value in numbers.items():
+        if "familiarity" in key and key != "completion_familiarity" and baseline.get(key):
+            drop = key.replace("token_familiarity", "familiarity").replace("_familiarity", "") + "_drop"
+            out["familiarity_drop" if key == "token_familiarity" else drop] = 100 * (1 - value / baseline[key])
     if "perplexity" in numbers and "perplexity" in baseline:
         out["perplexity_rise"] = 100 * (numbers["perplexity"] / baseline["perplexity"] - 1)
     if "knowledge_accuracy" in numbers and "knowledge_accuracy" in baseline:
@@ -209,7 +229,8 @@ def relative_to(baseline: dict, numbers: dict) -> dict:
 
 
 REPORT_COLUMNS = {  # results.csv column -> Markdown header
-    "token_familiarity": "target prob.", "familiarity_drop": "drop %", "completion_familiarity": "completion fam.",
+    "token_familiarity": "target prob.", "familiarity_drop": "drop %", "familiarity_report_drop": "drop % (report half)",
+    "indirect_drop": "indirect drop %", "completion_familiarity": "completion fam.",
     "knowledge_accuracy": "GK acc.", "knowledge_points": "GK pts", "perplexity": "ppl generic",
     "perplexity_rise": "ppl rise %", "perplexity_nearby": "ppl nearby", "kl_to_baseline": "KL to B",
 }

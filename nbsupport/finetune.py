@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
@@ -177,18 +178,61 @@ class StepProbe(TrainerCallback):
             self.on_record(self.history)
 
 
+def choose_recipe(histories: dict[str, list[dict]], max_perplexity_rise: float = 3.0) -> str:
+    """The recipe to carry forward, chosen by measurement: the largest drop in
+    familiarity at the last step (on the step probes, which come from the
+    development half) among those whose perplexity rose at most
+    ``max_perplexity_rise`` percent; if none stays within it, the one whose
+    perplexity rose least. ``histories`` maps a recipe to its ``StepProbe.history``."""
+    if not histories:
+        raise ValueError("no recipe was trained")
+
+    def drop(h):
+        return 1 - h[-1]["familiarity"] / h[0]["familiarity"]
+
+    def rise(h):
+        return 100 * (h[-1]["perplexity"] / h[0]["perplexity"] - 1)
+
+    within = {name: h for name, h in histories.items() if rise(h) <= max_perplexity_rise}
+    if within:
+        return max(within, key=lambda name: drop(within[name]))
+    return min(histories, key=lambda name: rise(histories[name]))
+
+
 def retain_blocks(tok, block_size: int) -> torch.Tensor:
-    """The "retain" half of the generic texts as [n, block_size] blocks (KL term)."""
-    return corpus.make_blocks("\n\n".join(corpus.generic_split("retain")), tok, block_size)
+    """The retain text (``corpus.retain_texts``) as [n, block_size] blocks (KL term)."""
+    return corpus.make_blocks("\n\n".join(corpus.retain_texts()), tok, block_size)
 
 
-def train_variant(cfg, run, data: dict, alpha: float, recipe: str, out: str, device=None, **overrides):
+def train_variant(cfg, run, data: dict, alpha: float, recipe: str, out: str, device=None,
+                  recipe_options: dict | None = None, **overrides):
     """Train one more unlearned model from B (an ablation or a sweep point) with
-    the profile's settings, ``overrides`` applied (e.g. ``epochs=1``,
-    ``learning_rate=1e-4``). Returns ``(U, tok)``; U is a LoRA adapter on B."""
+    the profile's settings, ``overrides`` applied to them (e.g. ``epochs=1``,
+    ``learning_rate=1e-4``) and ``recipe_options`` to the recipe (e.g.
+    ``{"kl_weight": 0.5, "temperature": 0.5}``). Returns ``(U, tok)``."""
     config.set_seed(cfg.seed)
     model, tok = models.load_model(cfg.model, device=device)
     settings = replace(settings_from(cfg, "finetune"), **overrides)
-    U, _ = finetune(model, data, alpha, run, settings, **RECIPES[recipe], retain=retain_blocks(tok, cfg.block_size),
+    options = {**RECIPES[recipe], **(recipe_options or {})}
+    U, _ = finetune(model, data, alpha, run, settings, **options, retain=retain_blocks(tok, cfg.block_size),
                     out=out, save_merged=False, tok=tok)
     return U, tok
+
+
+PAPER_SETTING = {  # Eldan & Russinovich (2023), as restated in ALGORITHM.md sections 1 and 5
+    "model": "Llama-2-7b-chat (7B)", "target text (tokens)": "~3.1M (2.1M books + ~1M synthetic)",
+    "block size": 512, "finetuning": "full", "learning rate": 1e-6, "epochs": 2,
+    "batch (sequences x accumulation)": "8 x 16", "optimizer steps": "~120-150",
+}
+
+
+def paper_comparison(cfg, n_blocks: int, steps: int) -> pd.DataFrame:
+    """The paper's finetuning setting next to this run's, row by row, so "the paper's
+    recipe" on a laptop says plainly what it keeps (hard labels, plain cross-entropy)
+    and what it changes (model, text, LoRA, learning rate, steps)."""
+    this = {"model": cfg.model, "target text (tokens)": f"{n_blocks * cfg.block_size:,}",
+            "block size": cfg.block_size, "finetuning": cfg.finetune_method, "learning rate": cfg.finetune_lr,
+            "epochs": cfg.finetune_epochs,
+            "batch (sequences x accumulation)": f"{cfg.finetune_batch_size} x {cfg.finetune_grad_accum}",
+            "optimizer steps": steps}
+    return pd.DataFrame({"paper": PAPER_SETTING, "this run": this})

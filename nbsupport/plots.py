@@ -108,3 +108,20 @@ def tradeoff(points: pd.DataFrame, title: str = "Forgetting against keeping", ax
     ax.set_title(title)
     ax.legend(fontsize=7, loc="lower right")
     return fig, ax
+
+
+def recovery_curves(table: pd.DataFrame, title: str = "Relearning: how much comes back"):
+    """Familiarity of probe groups A (the relearning text states them) and B (it
+    does not) along relearning steps, as a percentage of the baseline's before any
+    relearning; one line per model. ``table`` has columns ``model``, ``step``,
+    ``group A % of baseline`` and ``group B % of baseline``."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+    for ax, group, what in zip(axes, ("A", "B"), ("relearned (stated in the text)", "recovered (never shown)")):
+        for name, rows in table.groupby("model", sort=False):
+            ax.plot(rows["step"], rows[f"group {group} % of baseline"], marker="o", label=name)
+        ax.axhline(100, color=NEUTRAL_COLOR, linestyle="--", linewidth=1)
+        ax.set(xlabel="relearning step", title=f"group {group}: {what}")
+    axes[0].set_ylabel("familiarity, % of the baseline's")
+    axes[1].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    return fig, axes

@@ -134,6 +134,15 @@ def load_probes(kind: str, path: str | Path | None = None, limit: int | None = N
     return probes[:limit] if limit else probes
 
 
+def load_lexicon() -> dict[str, list[str]]:
+    """The completion judge's target lexicon, written independently of the anchor
+    dictionary: ``{"unique": [...], "themes": [...]}``. ``unique`` holds names and
+    words that exist only in the target world (a 3 on the paper's scale when a
+    completion adds one), ``themes`` words typical of the genre (a 2)."""
+    doc = json.loads(package_data("probes", "hp_target_lexicon.json").read_text("utf-8"))
+    return {"unique": list(doc["unique"]), "themes": list(doc["themes"])}
+
+
 def split(probes: Sequence, part: str) -> list:
     """The development half (``"dev"``: recipes and settings are chosen on it) or the
     report half (``"report"``: only ever reported) of a probe set.

@@ -38,6 +38,7 @@ PRODUCERS = {
     "labels": "04_generic_labels.ipynb",
     "finetune": "05_finetune.ipynb",
     "evaluate": "06_evaluation.ipynb",
+    "methods": "07_other_methods_and_attacks.ipynb",
 }
 _FIXED = ("model",)  # parameters every notebook of one run must share
 
@@ -209,12 +210,17 @@ def open_stage(run_dir: str | os.PathLike, profile: str, stage: str, **overrides
     inherited parameter raises ``RunMismatchError`` naming the stage that fixed
     it. The resolved configuration is recorded as ``config/<stage>.json``.
     """
+    cfg = inherited_config(run_dir, profile, stage, **overrides)
+    return open_run(run_dir, cfg, stage=stage), cfg
+
+
+def inherited_config(run_dir: str | os.PathLike, profile: str, stage: str, **overrides: Any) -> config.Config:
+    """``open_stage``'s configuration, without recording it (for scripts that read a run)."""
     if stage not in config.STAGES:
         raise ValueError(f"unknown stage {stage!r}: choose one of {', '.join(config.STAGES)}")
     cfg = config.resolve(profile, **overrides)
     run = Run(run_dir)
-    earlier = config.STAGES[:config.STAGES.index(stage)]
-    for owner in earlier:
+    for owner in config.STAGES[:config.STAGES.index(stage)]:
         if not run.exists(f"config/{owner}.json"):
             continue
         recorded = run.read_json(f"config/{owner}.json")
@@ -228,4 +234,4 @@ def open_stage(run_dir: str | os.PathLike, profile: str, stage: str, **overrides
                     f"ran with {name.upper()}={recorded[name]!r}, and its outputs depend on it. Leave "
                     f"{name.upper()} = None to inherit it, or rerun the series from that notebook in a new RUN_DIR.")
             cfg[name] = recorded[name]
-    return open_run(run_dir, cfg, stage=stage), cfg
+    return cfg

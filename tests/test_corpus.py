@@ -129,3 +129,39 @@ def test_user_text_truncated_to_max_tokens(tmp_path, tiny_tokenizer):
     (tmp_path / "t.txt").write_text("The owl flew over the castle at night. " * 50)
     text = corpus.target_text(str(tmp_path / "t.txt"), tiny_tokenizer, max_tokens=40)
     assert len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"]) == 40
+
+
+def test_no_probe_is_taught_to_the_test():
+    """No probe prompt (token, indirect or completion), no answer sentence (prompt +
+    target continuation) and no 10-word run of a prompt appears in the built-in
+    target text: forgetting is measured on questions the labels never saw."""
+    import re
+
+    from nbsupport import probe
+
+    def norm(s):
+        return re.sub(r"\s+", " ", s).strip().lower()
+
+    text = norm(corpus.builtin_corpus(seed=0))
+    words = text.split()
+    runs10 = {tuple(words[i:i + 10]) for i in range(len(words) - 9)}
+    leaks = []
+    for kind in ("hp_token", "hp_indirect", "hp_completion"):
+        for p in probe.load_probes(kind):
+            prompt = norm(p.prompt)
+            if len(prompt.split()) >= 4 and prompt in text:
+                leaks.append((p.id, "prompt"))
+            leaks += [(p.id, "answer") for t in getattr(p, "target", ()) if norm(p.prompt + t) in text]
+            w = prompt.split()
+            leaks += [(p.id, "10 words") for i in range(len(w) - 9) if tuple(w[i:i + 10]) in runs10][:1]
+    assert not leaks, leaks
+
+
+def test_prose_first_order_puts_the_hand_written_prose_before_the_rendered_facts():
+    prose = set(corpus.prose_documents())
+    docs = corpus.builtin_documents(seed=3, order="prose-first")
+    assert set(docs[:len(prose)]) == prose and not prose & set(docs[len(prose):])
+    assert sorted(docs) == sorted(corpus.builtin_documents(seed=3, order="mixed"))
+    assert docs == corpus.builtin_documents(seed=3, order="prose-first")      # deterministic
+    with pytest.raises(corpus.CorpusError, match="prose-first"):
+        corpus.builtin_documents(order="random")

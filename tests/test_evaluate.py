@@ -144,18 +144,34 @@ def test_load_generic_texts_reads_md_files_in_order(tmp_path, monkeypatch):
     assert corpus.load_eval_texts() == ["First text.", "Second text."]
     with pytest.raises(FileNotFoundError):
         corpus.load_eval_texts("nearby")
-    with pytest.raises(ValueError, match="generic, nearby"):
+    with pytest.raises(ValueError, match="generic, nearby, independent"):
         corpus.load_eval_texts("hp")
 
 
 def test_retain_and_evaluation_text_are_disjoint():
-    retain, held_out = corpus.generic_split("retain"), corpus.generic_split("eval")
+    retain, held_out = corpus.retain_texts(), corpus.heldout_texts()
     assert retain and held_out
     assert not set(retain) & set(held_out)
-    # no paragraph of the evaluation text is trained on either
-    paragraphs = lambda texts: {p.strip() for t in texts for p in t.split("\n\n") if len(p.strip()) > 40}  # noqa: E731
+
+    def paragraphs(texts):
+        return {p.strip() for t in texts for p in t.split("\n\n") if len(p.strip()) > 40}
+
+    def shingles(texts, n=8):
+        words = [w for t in texts for w in t.lower().split()]
+        return {tuple(words[i:i + n]) for i in range(len(words) - n)}
+
+    # no paragraph, and no run of 8 words, of the held-out text is trained on
     assert not paragraphs(retain) & paragraphs(held_out)
-    assert sorted(retain + held_out) == sorted(corpus.load_eval_texts("generic"))
+    assert len(shingles(retain) & shingles(held_out)) == 0
+    # the held-out pool is large enough to measure a 3% perplexity change
+    assert sum(len(t.split()) for t in held_out) >= 15000
+
+
+def test_a_light_held_out_measure_mixes_kinds_of_writing():
+    five = corpus.heldout_texts(limit=5)
+    titles = [t.splitlines()[0] for t in five]
+    assert len(set(titles)) == 5 and five[0] == corpus.heldout_texts()[0]
+    assert five[1] == corpus.heldout_texts()[5]   # the second comes from the next kind
 
 
 @pytest.mark.parametrize("kind", corpus.TEXT_KINDS)

@@ -214,3 +214,17 @@ def test_kl_is_zero_for_an_untrained_adapter(tiny_tokenizer):
     model = get_peft_model(make_tiny_model(len(tiny_tokenizer)), LoraConfig(r=4, target_modules=["q_proj"]))
     ids = torch.randint(0, len(tiny_tokenizer), (2, 16))
     assert finetune.kl_retain(model, ids).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_recipe_is_chosen_by_measurement_within_the_cost_limit():
+    def hist(fam, ppl):
+        return [{"step": 0, "familiarity": 0.1, "perplexity": 20.0}, {"step": 9, "familiarity": fam, "perplexity": ppl}]
+
+    # "b" forgets most but costs 10% perplexity: "c" is the best within +3%
+    histories = {"a": hist(0.05, 20.2), "b": hist(0.01, 22.0), "c": hist(0.03, 20.5)}
+    assert finetune.choose_recipe(histories) == "c"
+    assert finetune.choose_recipe(histories, max_perplexity_rise=20) == "b"
+    # none within the limit: the cheapest
+    assert finetune.choose_recipe({"b": hist(0.01, 22.0), "d": hist(0.02, 21.0)}) == "d"
+    with pytest.raises(ValueError, match="no recipe"):
+        finetune.choose_recipe({})

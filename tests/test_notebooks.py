@@ -97,3 +97,19 @@ def test_series_runs_end_to_end_in_smoke_profile(tmp_path):
             assert numbers["token_familiarity"] < 0.9 * baseline, recipe
     # notebook 06 trained nothing: every model it measured came from notebook 05
     assert not list((run_dir / "evaluate").rglob("adapter_config.json"))
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name[:2] in ("01", "02", "03", "04", "05", "06")],
+                         ids=lambda p: p.name)
+def test_every_course_notebook_has_two_exercises_with_checks_and_solutions(path):
+    from nbsupport import exercises
+
+    nb = nbformat.read(path, as_version=4)
+    checks = [c.source for c in nb.cells if c.cell_type == "code" and "exercises.check_" in c.source]
+    assert len(checks) >= 2, "at least two exercises"
+    for source in checks:
+        name = source.split("exercises.check_")[1].split("(")[0]
+        assert hasattr(exercises, f"check_{name}"), name
+        assert "if FILL_SOLUTIONS:" in source and f'exercises.solution("{name}")' in source, name
+    solutions = [c for c in nb.cells if c.cell_type == "markdown" and "<summary>Solution</summary>" in c.source]
+    assert len(solutions) >= len(checks)

@@ -1,0 +1,240 @@
+"""Is it really gone? Measures that look past the familiarity score
+(ALGORITHM.md sections 7-8).
+
+* Relearning (Lynch et al. 2024; Deeb & Roger): finetune a copy of the
+  unlearned model for a few steps on a little related text and watch familiarity
+  come back. The token probes are split in two groups (``probe_groups``): the
+  relearning text (``nbsupport/data/corpus/relearn/group_a.md``) states group A's
+  facts only, so group A coming back is *relearned*, while group B coming back
+  (never shown again) is *recovered*: the knowledge was suppressed, not removed.
+* In-context reminder (``with_primer``): the same probes after a short paragraph
+  about the target world (which names none of the answers).
+* Membership signal, Min-K% probability (Shi et al. 2023): members of the
+  training data have fewer very unlikely tokens. ``membership_auc`` of the
+  forget text against unseen text tells whether a model still "recognises" it.
+  On the built-in corpus this is not meaningful for B: the base model never read
+  our text (it was written for this course), so members and non-members are
+  equally new to it; it only makes sense for a target the base model was trained on
+  (real books), or between R (which read the corpus) and an unseen text.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import re
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import torch
+from transformers import TrainerCallback
+
+from . import config, models, package_data, probe
+from .corpus import make_blocks
+from .pair import device_of
+from .scoring import chunk_texts, eval_mode, pad_id, pad_right
+from .training import BlockDataset, TrainSettings, attach_lora, train
+
+# A cheap attacker: a fresh LoRA on the unlearned weights, a few small steps.
+RELEARN_SETTINGS = TrainSettings(method="lora", learning_rate=1e-4, batch_size=2, lora_r=8, lora_alpha=16,
+                                 save_steps=10**9, seed=0)
+
+
+# ----------------------------------------------------------------- probe groups
+def _number(probe_id: str) -> int:
+    m = re.search(r"(\d+)$", probe_id)
+    if not m:
+        raise ValueError(f"probe id {probe_id!r} has no numeric part (like 'hp-tok-001')")
+    return int(m.group(1))
+
+
+def probe_groups(probes: Sequence[probe.TokenProbe]) -> dict[str, list[probe.TokenProbe]]:
+    """``{"A": probes with an odd id number, "B": even}``: hp-tok-001 is in A,
+    hp-tok-002 in B. The relearning text states group A's facts only."""
+    groups = {"A": [], "B": []}
+    for p in probes:
+        groups["A" if _number(p.id) % 2 else "B"].append(p)
+    return groups
+
+
+def relearn_text() -> str:
+    """The built-in relearning text: the facts of group A, none of group B."""
+    return package_data("corpus", "relearn", "group_a.md").read_text("utf-8")
+
+
+# ----------------------------------------------------------------- relearning
+class _Measure(TrainerCallback):
+    def __init__(self, tok, groups: dict, steps: set[int], batch_size: int):
+        self.tok, self.groups, self.steps, self.batch_size = tok, groups, steps, batch_size
+        self.rows: list[dict] = []
+
+    def measure(self, model, step: int) -> None:
+        if step not in self.steps or any(r["step"] == step for r in self.rows):
+            return
+        everything = [p for group in self.groups.values() for p in group]
+        table = probe.token_familiarity(model, self.tok, everything, self.batch_size, progress=False)
+        row, at = {"step": step}, 0
+        for name, group in self.groups.items():
+            row[name] = probe.familiarity_score(table.iloc[at:at + len(group)])
+            at += len(group)
+        self.rows.append(row)
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        self.measure(model, state.global_step)
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        self.measure(model, state.global_step)
+
+
+def _copy_to_train(model_or_adapter_dir, tok, device):
+    if isinstance(model_or_adapter_dir, (str, Path)):
+        model, loaded_tok = models.load_model(model_or_adapter_dir, device=device)
+        tok = tok or loaded_tok
+    else:
+        model = copy.deepcopy(model_or_adapter_dir)
+    if hasattr(model, "merge_and_unload"):
+        # the unlearned model's weights, as one plain model: the attacker's LoRA goes on top
+        model = model.merge_and_unload()
+    if tok is None:
+        raise ValueError("pass the tokenizer (tok) with a model object")
+    return model, tok
+
+
+def relearn(model_or_adapter_dir, tok, text: str, steps: Sequence[int] = (0, 10, 25),
+            groups: dict | Sequence[probe.TokenProbe] | None = None, settings: TrainSettings | None = None,
+            block_size: int = 128, device=None, batch_size: int = 16, progress: bool = False) -> pd.DataFrame:
+    """Finetune a COPY of a model on ``text`` and measure familiarity at ``steps``.
+
+    ``model_or_adapter_dir``: a model (copied, which costs one more model's memory;
+    the original is untouched) or a directory to load (an adapter on its base, or a full model). The copy's
+    weights are merged into one plain model and a fresh LoRA adapter is trained
+    on top (``RELEARN_SETTINGS``: small batch, fixed seed; ``settings`` to change
+    them, e.g. ``method="full"``). A cheap attacker is the point: whatever it brings
+    back, a stronger one would too.
+
+    ``text`` is cut into ``block_size`` token blocks. ``groups`` are probe groups
+    (``probe_groups``; a plain list is one group "all"); only they are measured,
+    at each step in ``steps`` (0 = before any training). Returns a DataFrame
+    indexed by step, one familiarity column per group.
+    """
+    if not steps or min(steps) < 0:
+        raise ValueError("steps must be a non-empty list of step numbers >= 0")
+    if groups is None:
+        raise ValueError("give the probe groups to measure, e.g. probe_groups(probes)")
+    groups = dict(groups) if isinstance(groups, dict) else {"all": list(groups)}
+    settings = replace(settings or RELEARN_SETTINGS, max_steps=max(steps))
+    model, tok = _copy_to_train(model_or_adapter_dir, tok, device)
+    measure = _Measure(tok, groups, set(steps), batch_size)
+    if max(steps) == 0:
+        measure.measure(model, 0)
+    else:
+        config.set_seed(settings.seed)  # the adapter's initial weights, then the Trainer's data order
+        if settings.method == "lora":
+            model = attach_lora(model, settings)
+        else:
+            model.requires_grad_(True)
+        dataset = BlockDataset(make_blocks(text, tok, block_size))
+        with tempfile.TemporaryDirectory(prefix="relearn-") as scratch:
+            train(model, dataset, scratch, settings, resume=False, callbacks=[measure], progress=progress)
+    del model
+    return pd.DataFrame(measure.rows).set_index("step").sort_index()
+
+
+def recovery_share(familiarity_after, baseline_familiarity, unlearned_familiarity=0.0):
+    """Percent of the baseline's familiarity that came back:
+    100 * (after - unlearned) / (baseline - unlearned); with ``unlearned_familiarity``
+    0 (the default) simply 100 * after / baseline. Works on numbers or pandas columns."""
+    gap = baseline_familiarity - unlearned_familiarity
+    if isinstance(gap, (int, float)) and gap <= 0:
+        raise ValueError(f"the baseline's familiarity ({baseline_familiarity}) must exceed the "
+                         f"unlearned model's ({unlearned_familiarity}) for a share to mean anything")
+    return 100.0 * (familiarity_after - unlearned_familiarity) / gap
+
+
+# ----------------------------------------------------------------- in-context reminder
+def load_primer() -> str:
+    """The built-in primer: a paragraph about the target world naming none of the answers."""
+    return package_data("probes", "primer.md").read_text("utf-8").strip()
+
+
+def with_primer(probes: Sequence[probe.TokenProbe], primer_text: str | None = None) -> list[probe.TokenProbe]:
+    """The same probes with ``primer_text`` (default ``load_primer()``) and a blank
+    line before each prompt; targets and generics unchanged."""
+    primer = (load_primer() if primer_text is None else primer_text).strip()
+    if not primer:
+        raise ValueError("the primer is empty")
+    return [replace(p, prompt=f"{primer}\n\n{p.prompt}") for p in probes]
+
+
+# ----------------------------------------------------------------- membership (Min-K%)
+def min_k(token_logprobs: torch.Tensor, k: float = 0.2) -> float:
+    """Mean of the lowest ``k`` fraction (at least one) of token log-probs [n]."""
+    if not 0 < k <= 1:
+        raise ValueError(f"k must be in (0, 1], got {k}")
+    if token_logprobs.numel() == 0:
+        raise ValueError("no token log-probs")
+    n = max(1, math.ceil(k * token_logprobs.numel()))
+    return float(token_logprobs.flatten().double().sort().values[:n].mean())
+
+
+@torch.no_grad()
+def token_logprobs(model, tok, text: str, block_size: int = 256, batch_size: int = 4) -> torch.Tensor:
+    """log P(token | earlier tokens) for every predicted token of ``text``: [n] on the
+    CPU (chunked as ``scoring.perplexity`` chunks it)."""
+    chunks = chunk_texts(tok, [text], block_size)
+    out = []
+    with eval_mode(model):
+        for lo in range(0, len(chunks), batch_size):
+            input_ids, mask = pad_right(chunks[lo:lo + batch_size], pad_id(tok))
+            logits = model(input_ids=input_ids.to(device_of(model)),
+                           attention_mask=mask.to(device_of(model))).logits[:, :-1].float()
+            logp = torch.log_softmax(logits, -1).gather(-1, input_ids[:, 1:, None].to(logits.device))
+            out.append(logp.squeeze(-1).cpu()[mask[:, 1:].bool()])
+    return torch.cat(out)
+
+
+def min_k_scores(model, tok, texts: Sequence[str], k: float = 0.2, block_size: int = 256,
+                 batch_size: int = 4) -> list[float]:
+    """Min-K% score of each text: the mean of its lowest ``k`` fraction of token
+    log-probs. Higher (less negative) = looks more like training data."""
+    return [min_k(token_logprobs(model, tok, t, block_size, batch_size), k) for t in texts]
+
+
+def membership_auc(scores_members: Sequence[float], scores_nonmembers: Sequence[float]) -> float:
+    """P(a member scores higher than a non-member), ties counting half (the
+    Mann-Whitney U statistic over n_members * n_nonmembers). 0.5 = no signal."""
+    members, others = list(map(float, scores_members)), list(map(float, scores_nonmembers))
+    if not members or not others:
+        raise ValueError("need at least one member and one non-member score")
+    ranks = pd.Series(members + others).rank(method="average")
+    u = ranks.iloc[:len(members)].sum() - len(members) * (len(members) + 1) / 2
+    return float(u / (len(members) * len(others)))
+
+
+def narrate(summary: pd.DataFrame, last_step: int) -> list[str]:
+    """Sentences that read notebook 07's summary table, printed from its numbers so
+    they stay true on every model and rerun. ``summary`` is indexed by model with
+    the columns the notebook builds; ``last_step`` is the last relearning step."""
+    lines = []
+    whp = [m for m in summary.index if m.startswith("WHP")]
+    others = [m for m in summary.index if m != "baseline" and m not in whp]
+    col_b = f"group B after {last_step} relearning steps (% of baseline)"
+    for name in [*whp, *others]:
+        row = summary.loc[name]
+        parts = [f"{name}: {row['familiarity_drop']:.0f}% of the target probability removed on the report probes"]
+        if "indirect_drop" in row and pd.notna(row["indirect_drop"]):
+            parts.append(f"{row['indirect_drop']:.0f}% on the indirect probes")
+        if "perplexity_rise" in row and pd.notna(row["perplexity_rise"]):
+            parts.append(f"perplexity {row['perplexity_rise']:+.1f}%")
+        if col_b in row and pd.notna(row[col_b]):
+            verdict = ("came back above the baseline's level" if row[col_b] >= 100 else
+                       "came mostly back" if row[col_b] >= 50 else "stayed mostly down")
+            parts.append(f"after {last_step} relearning steps group B (never shown again) is at "
+                         f"{row[col_b]:.0f}% of the baseline's familiarity: it {verdict}")
+        lines.append("; ".join(parts) + ".")
+    if col_b in summary and "baseline" in summary.index and pd.notna(summary.loc["baseline", col_b]):
+        lines.append(f"For reference, the baseline under the same attack reaches {summary.loc['baseline', col_b]:.0f}% "
+                     "of its own starting familiarity on group B.")
+    return lines

@@ -1,0 +1,197 @@
+"""Other unlearning methods, side by side with WHP (ALGORITHM.md section 8).
+
+All three train on the same forget blocks (the target text), with the same
+settings and the same training skeleton (``training.train_and_save``); only the
+loss differs:
+
+* ``"ga"``, gradient ascent: maximise the LM loss on the forget blocks
+  (minimise -NLL). Unbounded: it collapses the model quickly, so it needs early
+  stopping (``best_step``, ``BestAdapter``).
+* ``"graddiff"``, gradient difference: GA on the forget blocks plus the ordinary
+  LM loss (NLL) on retain text.
+* ``"npo"`` (Zhang et al. 2024): per forget sequence y,
+  ``(2/beta) * log(1 + (pi_theta(y) / pi_ref(y))^beta)`` with pi_ref the
+  baseline B, plus a retain term (KL to B on retain text by default). Bounded:
+  at most ``(2/beta) log 2`` at the start, falling towards 0 as pi_theta(y) drops.
+
+The reference B of NPO and of the KL retain term is the model with its LoRA
+adapter switched off (``ModelPair``): no second copy in memory, so both need
+``method="lora"``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+
+from .finetune import KL_BLOCKS_PER_STEP, LabelDataset, StepProbe, kl_retain
+from .generic_labels import IGNORE
+from .pair import ModelPair
+from .runs import atomic_path
+from .training import TrainingError, TrainSettings, last_complete_checkpoint, save_model, train_and_save
+
+METHODS = {
+    # gradient ascent alone: no retain term
+    "ga": {"retain_weight": 0.0},
+    # GA + NLL on retain text, weighted equally
+    "graddiff": {"retain_weight": 1.0, "retain_loss": "nll"},
+    # NPO with beta 0.1 (the paper's usual value) + KL(P_B || P_theta) on retain text
+    "npo": {"beta": 0.1, "retain_weight": 1.0, "retain_loss": "kl"},
+}
+_OPTIONS = {"beta": 0.1, "retain_weight": 0.0, "retain_loss": "nll", "retain_per_step": KL_BLOCKS_PER_STEP}
+
+
+# ----------------------------------------------------------------- losses
+def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log P(sequence) = sum of next-token log-probs: [b, L, V] logits and [b, L]
+    labels (HF convention, -100 = not scored) in, [b] out."""
+    logp = torch.log_softmax(logits[:, :-1].float(), -1)                    # [b, L-1, V]
+    target = labels[:, 1:]
+    mask = target != IGNORE
+    token = logp.gather(-1, target.clamp(min=0)[..., None]).squeeze(-1)     # [b, L-1]
+    return (token * mask).sum(-1)
+
+
+def npo_loss(logp_theta: torch.Tensor, logp_ref: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
+    """NPO per sequence: (2/beta) * log(1 + (pi_theta / pi_ref)^beta), from sequence
+    log-probs [b] (model and reference); returns [b].
+
+    Written as (2/beta) * softplus(beta * (logp_theta - logp_ref)), the same
+    number without overflow: sequence log-prob ratios of long blocks are huge.
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    return (2.0 / beta) * F.softplus(beta * (logp_theta - logp_ref))
+
+
+def _retain_term(model, retain_ids: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "kl":
+        return kl_retain(model, retain_ids)
+    return model(input_ids=retain_ids, labels=retain_ids).loss
+
+
+def make_trainer_class(method: str, beta: float = 0.1, retain_weight: float = 0.0,
+                       retain_loss: str = "nll", retain_per_step: int = KL_BLOCKS_PER_STEP):
+    """A Trainer whose loss is ``method`` ("ga", "graddiff" or "npo", see the module
+    docstring) plus ``retain_weight`` times the retain term (``"nll"`` or ``"kl"``)
+    on the first ``retain_per_step`` retain blocks of the batch."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    if retain_loss not in ("nll", "kl"):
+        raise ValueError(f"retain_loss must be 'nll' or 'kl', got {retain_loss!r}")
+    if retain_weight < 0 or retain_per_step < 1:
+        raise ValueError("retain_weight must be >= 0 and retain_per_step >= 1")
+
+    class MethodTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            retain_ids = inputs.pop("retain_ids", None)
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                        labels=inputs["labels"])
+            if method == "npo":
+                logp = sequence_logprobs(out.logits, inputs["labels"])
+                with torch.no_grad(), ModelPair(model).base() as B:
+                    ref = B(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+                    logp_ref = sequence_logprobs(ref, inputs["labels"])
+                loss = npo_loss(logp, logp_ref, beta).mean()
+            else:  # ga and graddiff: ascend the forget loss
+                loss = -out.loss
+            if retain_weight > 0:
+                loss = loss + retain_weight * _retain_term(model, retain_ids[:retain_per_step], retain_loss)
+            return (loss, out) if return_outputs else loss
+
+    return MethodTrainer
+
+
+def method_options(method: str, **overrides) -> dict:
+    """The full options of ``method``: its defaults in ``METHODS``, then ``overrides``."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    unknown = set(overrides) - set(_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)} for {method!r}: use {', '.join(_OPTIONS)}")
+    return {**_OPTIONS, **METHODS[method], **overrides}
+
+
+# ----------------------------------------------------------------- training
+def train_method(model, method: str, forget_blocks: torch.Tensor, retain_blocks: torch.Tensor | None,
+                 run, out: str, settings: TrainSettings, callbacks: Sequence = (), resume: bool = True,
+                 **method_kwargs):
+    """Unlearn ``forget_blocks`` [n, L] with ``method`` (options: ``METHODS[method]``
+    overridden by ``method_kwargs``: ``beta``, ``retain_weight``, ``retain_loss``,
+    ``retain_per_step``). Item i of the data pairs forget block i with retain
+    block i mod m (``retain_blocks`` [m, L'], generic text, e.g.
+    ``finetune.retain_blocks(tok, L)``), as WHP finetuning does.
+
+    Saves like every stage: ``<out>/adapter`` (or ``<out>/model``), losses in
+    ``<out>/losses.json``, the options in ``<out>/method.json``. Returns ``(model, losses)``.
+    """
+    options = method_options(method, **method_kwargs)
+    needs_base = method == "npo" or (options["retain_weight"] > 0 and options["retain_loss"] == "kl")
+    if needs_base and settings.method != "lora":
+        raise ValueError(f"{method} with these options needs the baseline in memory "
+                         "(the model with its adapter off): use method='lora'")
+    if options["retain_weight"] > 0 and (retain_blocks is None or len(retain_blocks) == 0):
+        raise ValueError(f"{method} has a retain term: pass retain_blocks (e.g. finetune.retain_blocks(tok, L))")
+    record = {"method": method, **options}
+    earlier = run.path(f"{out}/method.json")
+    if resume and last_complete_checkpoint(run.path(f"{out}/checkpoints")) and earlier.is_file() \
+            and json.loads(earlier.read_text()) != record:
+        raise TrainingError(f"the checkpoints in {run.path(out)} were made with another method or options; "
+                            "delete that folder or train with resume=False")
+    run.write_json(f"{out}/method.json", record)
+    dataset = LabelDataset(forget_blocks, forget_blocks, retain=retain_blocks if options["retain_weight"] > 0 else None)
+    trainer_class = make_trainer_class(method, **options)
+    return train_and_save(model, dataset, run, out, settings, resume=resume, callbacks=callbacks,
+                          trainer_class=trainer_class)
+
+
+# ----------------------------------------------------------------- early stopping
+def best_step(history: Sequence[dict], max_perplexity_rise: float = 3.0) -> int | None:
+    """The step with the lowest familiarity among records whose perplexity rose at
+    most ``max_perplexity_rise`` percent over the step-0 record, or None.
+
+    ``history`` is ``StepProbe.history`` (``[{"step", "familiarity", "perplexity"}]``).
+    Ties go to the earliest step (fewer changes to the model).
+    """
+    start = next((h for h in history if h["step"] == 0), None)
+    if start is None:
+        raise ValueError("the history has no step-0 record: give StepProbe a path= so that a resumed "
+                         "curve keeps its start")
+    if not math.isfinite(start["perplexity"]):
+        raise ValueError("the step-0 perplexity is not a number: give StepProbe some texts")
+    limit = start["perplexity"] * (1 + max_perplexity_rise / 100)
+    ok = [h for h in history if math.isfinite(h["perplexity"]) and h["perplexity"] <= limit]
+    if not ok:
+        return None
+    return min(ok, key=lambda h: (h["familiarity"], h["step"]))["step"]
+
+
+class BestAdapter(StepProbe):
+    """A ``StepProbe`` that also keeps the early-stopped model: whenever the newest
+    record is ``best_step`` of the history so far, the model's weights (the adapter
+    for LoRA) are saved to ``directory`` in Hugging Face format, with the record
+    in ``directory/early_stop.json``. Load it later with
+    ``models.load_model(base, adapter=directory)``; no retraining needed.
+    """
+
+    def __init__(self, tok, probes, texts, directory: str | Path, max_perplexity_rise: float = 3.0,
+                 **step_probe_kwargs):
+        super().__init__(tok, probes, texts, **step_probe_kwargs)
+        self.directory, self.max_perplexity_rise = Path(directory), max_perplexity_rise
+        self.saved_step: int | None = None
+
+    def record(self, model, step: int) -> None:
+        n = len(self.history)
+        super().record(model, step)
+        if len(self.history) == n:
+            return  # this step was already measured
+        if best_step(self.history, self.max_perplexity_rise) == step:
+            with atomic_path(self.directory, directory=True) as tmp:
+                save_model(model, tmp)
+                (tmp / "early_stop.json").write_text(json.dumps(self.history[-1]))
+            self.saved_step = step

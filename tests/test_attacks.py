@@ -1,0 +1,139 @@
+"""Is it really gone? (ALGORITHM.md sections 7-8): relearning on tiny models, the
+in-context primer, Min-K% and its AUC on hand-made cases, the recovery share."""
+import math
+import re
+
+import pandas as pd
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from conftest import make_tiny_model
+from nbsupport import attacks, models, probe, scoring, training
+
+OWL = probe.TokenProbe("owl-001", "The owl flew over the", (" castle",), (" mat",))
+CAT = probe.TokenProbe("cat-002", "A cat sat on the", (" mat",), (" fire",))
+
+
+def test_probe_groups_split_odd_and_even_ids():
+    probes = probe.load_probes("hp_token")
+    groups = attacks.probe_groups(probes)
+    assert [p.id for p in groups["A"]][:3] == ["hp-tok-001", "hp-tok-003", "hp-tok-005"]
+    assert [p.id for p in groups["B"]][:3] == ["hp-tok-002", "hp-tok-004", "hp-tok-006"]
+    assert len(groups["A"]) + len(groups["B"]) == len(probes)
+    with pytest.raises(ValueError, match="numeric"):
+        attacks.probe_groups([probe.TokenProbe("owl", "x", (" a",), (" b",))])
+    assert "Hogwarts" in attacks.relearn_text()
+
+
+def _familiarity(model, tok, probes):
+    return probe.familiarity_score(probe.token_familiarity(model, tok, probes, progress=False))
+
+
+def test_relearning_a_repeated_sentence_raises_its_probability_on_a_copy(tiny_tokenizer):
+    tok = tiny_tokenizer
+    model = make_tiny_model(len(tok), seed=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    settings = training.TrainSettings(learning_rate=2e-2, batch_size=2, lora_r=4, save_steps=10**9, seed=0)
+    table = attacks.relearn(model, tok, "The owl flew over the castle at night. " * 30, steps=(0, 3, 8),
+                            groups={"A": [OWL], "B": [CAT]}, settings=settings, block_size=16)
+    assert list(table.index) == [0, 3, 8] and list(table.columns) == ["A", "B"]
+    assert table.loc[8, "A"] > table.loc[3, "A"] > table.loc[0, "A"]
+    assert table.loc[0, "A"] == pytest.approx(_familiarity(model, tok, [OWL]), rel=1e-5)
+    # the model given was copied, never trained
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_relearn_loads_an_adapter_directory_and_measures_step_zero(tmp_path, tiny_tokenizer, tiny_model_dir):
+    base, tok = models.load_model(tiny_model_dir, device="cpu")
+    unlearned = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).eval()
+    unlearned.save_pretrained(tmp_path / "adapter")
+    table = attacks.relearn(tmp_path / "adapter", None, "unused", steps=(0,), groups=[OWL, CAT])
+    assert list(table.columns) == ["all"]
+    assert table.loc[0, "all"] == pytest.approx(_familiarity(unlearned, tok, [OWL, CAT]), rel=1e-4)
+    with pytest.raises(ValueError, match="groups"):
+        attacks.relearn(unlearned, tok, "unused", steps=(0,))
+
+
+def test_the_primer_changes_the_prompts_and_the_probabilities(tiny_tokenizer, tiny_model):
+    primed = attacks.with_primer([OWL, CAT], "Night birds live in old towers.")
+    assert [p.prompt for p in primed] == ["Night birds live in old towers.\n\nThe owl flew over the",
+                                          "Night birds live in old towers.\n\nA cat sat on the"]
+    assert [(p.id, p.target, p.generic) for p in primed] == [(p.id, p.target, p.generic) for p in (OWL, CAT)]
+    plain = probe.token_familiarity(tiny_model, tiny_tokenizer, [OWL, CAT], progress=False)["p_target"]
+    after = probe.token_familiarity(tiny_model, tiny_tokenizer, primed, progress=False)["p_target"]
+    assert all(abs(a - b) > 1e-6 for a, b in zip(plain, after))
+    assert attacks.with_primer([OWL])[0].prompt.startswith(attacks.load_primer())
+
+
+def test_the_builtin_primer_gives_no_answer_away():
+    primer = attacks.load_primer()
+    assert 200 < len(primer) < 1000
+    flat = " ".join(re.findall(r"[\w'-]+", primer.lower()))
+    for p in probe.load_probes("hp_token"):
+        for t in p.target:
+            assert not re.search(rf"\b{re.escape(t.strip())}\b", primer, re.IGNORECASE), (p.id, t)
+        words = re.findall(r"[\w'-]+", p.prompt.lower())
+        for i in range(len(words) - 5):
+            assert f" {' '.join(words[i:i + 6])} " not in f" {flat} ", p.id
+
+
+def test_min_k_on_hand_made_logprobs():
+    lp = torch.tensor([-1.0, -5.0, -2.0, -4.0, -3.0])
+    assert attacks.min_k(lp, 0.4) == pytest.approx(-4.5)
+    assert attacks.min_k(lp, 0.01) == pytest.approx(-5.0)     # at least one token
+    assert attacks.min_k(lp, 0.5) == pytest.approx(-4.0)      # ceil(2.5) = 3 tokens
+    assert attacks.min_k(lp, 1.0) == pytest.approx(-3.0)      # all: the mean log-prob
+    with pytest.raises(ValueError):
+        attacks.min_k(lp, 0.0)
+
+
+def test_min_k_scores_use_the_tokens_perplexity_scores(tiny_tokenizer, tiny_model):
+    texts = ["The owl flew over the castle at night.", "A cat sat on the mat and the dog slept by the fire."]
+    for text in texts:
+        lp = attacks.token_logprobs(tiny_model, tiny_tokenizer, text, block_size=5)
+        assert math.exp(-lp.double().mean().item()) == pytest.approx(
+            scoring.perplexity(tiny_model, tiny_tokenizer, [text], block_size=5), rel=1e-5)
+    scores = attacks.min_k_scores(tiny_model, tiny_tokenizer, texts, k=0.2)
+    assert scores[0] == pytest.approx(attacks.min_k(attacks.token_logprobs(tiny_model, tiny_tokenizer, texts[0]), 0.2))
+    assert all(s < attacks.min_k(attacks.token_logprobs(tiny_model, tiny_tokenizer, t), 1.0)
+               for s, t in zip(scores, texts))
+
+
+def _brute_auc(m, n):
+    return sum((a > b) + 0.5 * (a == b) for a in m for b in n) / (len(m) * len(n))
+
+
+def test_membership_auc_on_hand_cases():
+    assert attacks.membership_auc([3, 4, 5], [0, 1, 2]) == 1.0
+    assert attacks.membership_auc([0, 1], [2, 3, 4]) == 0.0
+    assert attacks.membership_auc([1, 1, 1], [1, 1]) == 0.5          # all ties: no signal
+    assert attacks.membership_auc([2, 1], [1, 0]) == pytest.approx(0.875)
+    m, n = [0.3, -1.2, 0.3, 2.0, 0.1], [0.3, -0.5, 0.0, -1.2]
+    assert attacks.membership_auc(m, n) == pytest.approx(_brute_auc(m, n))
+    with pytest.raises(ValueError):
+        attacks.membership_auc([], [1.0])
+
+
+def test_recovery_share():
+    assert attacks.recovery_share(0.1, 0.4) == pytest.approx(25.0)
+    assert attacks.recovery_share(0.25, 0.4, 0.1) == pytest.approx(50.0)
+    assert list(attacks.recovery_share(pd.Series([0.0, 0.2]), 0.4)) == pytest.approx([0.0, 50.0])
+    with pytest.raises(ValueError, match="exceed"):
+        attacks.recovery_share(0.1, 0.05, 0.05)
+
+
+def test_narration_is_printed_from_the_numbers():
+    import pandas as pd
+
+    from nbsupport import attacks
+    col = "group B after 25 relearning steps (% of baseline)"
+    summary = pd.DataFrame({"familiarity_drop": [0.0, 72.4, 40.0], "indirect_drop": [0.0, 51.0, 10.0],
+                            "perplexity_rise": [0.0, 2.8, 9.5], col: [160.0, 134.0, 20.0]},
+                           index=["baseline", "WHP soft+kl", "ga"])
+    lines = attacks.narrate(summary, 25)
+    assert lines[0].startswith("WHP soft+kl: 72% of the target probability removed")
+    assert "51% on the indirect probes" in lines[0] and "perplexity +2.8%" in lines[0]
+    assert "134% of the baseline's familiarity: it came back above" in lines[0]
+    assert "20%" in lines[1] and "stayed mostly down" in lines[1]
+    assert lines[-1].startswith("For reference, the baseline under the same attack reaches 160%")

@@ -1,0 +1,173 @@
+"""Other unlearning methods (ALGORITHM.md section 8): the NPO loss against the
+paper's formula, the direction of each method on tiny models, and early stopping."""
+import json
+import math
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from conftest import make_tiny_model
+from nbsupport import corpus, methods, models, probe, runs, training
+
+FORGET = "Harry Potter studies magic at a school in the mountains. Ron and Hermione are friends. " * 8
+RETAIN = "A cat sat on the mat and the dog slept by the fire. The capital of France is Paris. " * 8
+
+
+def _blocks(tok, text, n=4):
+    return corpus.make_blocks(text, tok, 24)[:n]
+
+
+def _nll(model, blocks):
+    with torch.no_grad():
+        return model(input_ids=blocks, labels=blocks).loss.item()
+
+
+def _settings(steps, lr=1e-2, **kw):
+    return training.TrainSettings(learning_rate=lr, batch_size=2, max_steps=steps, lora_r=4, save_steps=100, **kw)
+
+
+def _batch(forget, retain):
+    dataset = methods.LabelDataset(forget, forget, retain=retain)
+    return {k: torch.stack([dataset[i][k] for i in range(len(forget))]) for k in dataset[0]}
+
+
+def test_npo_loss_is_the_papers_formula():
+    logp_theta = torch.tensor([-40.0, -55.5, -60.0, -10.0], dtype=torch.float64)
+    logp_ref = torch.tensor([-42.0, -50.0, -60.0, -30.0], dtype=torch.float64)
+    for beta in (0.1, 0.5, 1.0):
+        ratio = torch.exp(logp_theta) / torch.exp(logp_ref)
+        direct = (2 / beta) * torch.log(1 + ratio ** beta)
+        assert torch.allclose(methods.npo_loss(logp_theta, logp_ref, beta), direct, rtol=1e-10)
+    # at theta = ref it is (2/beta) log 2; it falls towards 0 as the model forgets
+    assert methods.npo_loss(torch.tensor([-7.0]), torch.tensor([-7.0]), 0.1).item() == pytest.approx(20 * math.log(2))
+    far = methods.npo_loss(torch.tensor([-5000.0, 5000.0]), torch.tensor([0.0, 0.0]), 0.1)
+    assert far[0].item() == pytest.approx(0.0, abs=1e-12) and math.isfinite(far[1].item())
+    with pytest.raises(ValueError, match="beta"):
+        methods.npo_loss(logp_theta, logp_ref, 0.0)
+
+
+def test_sequence_logprobs_sum_the_next_token_logprobs():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    labels = torch.randint(0, 7, (2, 5))
+    labels[1, 3] = -100
+    got = methods.sequence_logprobs(logits, labels)
+    logp = torch.log_softmax(logits, -1)
+    want = [sum(logp[b, t, labels[b, t + 1]] for t in range(4) if labels[b, t + 1] != -100) for b in range(2)]
+    assert torch.allclose(got, torch.stack(want), atol=1e-5)
+
+
+def test_npo_trainer_loss_at_the_start_and_against_a_direct_computation(tiny_tokenizer):
+    tok = tiny_tokenizer
+    forget, retain = _blocks(tok, FORGET, 3), _blocks(tok, RETAIN, 2)
+    batch = _batch(forget, retain)
+    cls = methods.make_trainer_class("npo", beta=0.1)
+    fresh = get_peft_model(make_tiny_model(len(tok), seed=1), LoraConfig(r=4, target_modules="all-linear"))
+    # a fresh adapter is B itself: the loss sits exactly at its bound (2/beta) log 2
+    assert cls.compute_loss(cls.__new__(cls), fresh, dict(batch)).item() == pytest.approx(20 * math.log(2), rel=1e-5)
+    moved = get_peft_model(make_tiny_model(len(tok), seed=1),
+                           LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).eval()
+    cls = methods.make_trainer_class("npo", beta=0.1, retain_weight=0.5, retain_loss="nll")
+    got = cls.compute_loss(cls.__new__(cls), moved, dict(batch)).item()
+    with torch.no_grad():
+        nll = lambda m, ids: torch.nn.functional.cross_entropy(  # noqa: E731  sum over a block's tokens
+            m(input_ids=ids).logits[:, :-1].reshape(-1, len(tok)), ids[:, 1:].reshape(-1), reduction="none"
+        ).view(len(ids), -1).sum(-1).double()
+        lt = -nll(moved, forget)
+        with moved.disable_adapter():
+            lr = -nll(moved, forget)
+        retain_nll = moved(input_ids=retain, labels=retain).loss.item()
+    direct = ((2 / 0.1) * torch.log1p((lt - lr).mul(0.1).exp())).mean().item()
+    assert (lt - lr).abs().max() > 0.1
+    assert got == pytest.approx(direct + 0.5 * retain_nll, rel=1e-4)
+
+
+def test_gradient_ascent_raises_the_forget_loss(tmp_path, tiny_tokenizer):
+    tok = tiny_tokenizer
+    forget = _blocks(tok, FORGET)
+    base = make_tiny_model(len(tok), seed=2)
+    before = _nll(base, forget)
+    model, losses = methods.train_method(base, "ga", forget, None, runs.Run(tmp_path), "ga", _settings(4),
+                                         resume=False)
+    assert _nll(model, forget) > before + 0.01
+    assert losses[0]["loss"] == pytest.approx(-before, rel=1e-3)   # the logged loss is -NLL
+    assert json.loads((tmp_path / "ga/method.json").read_text())["method"] == "ga"
+    assert (tmp_path / "ga/adapter/adapter_config.json").is_file()
+
+
+def test_gradient_difference_keeps_the_retain_loss_lower_than_ga(tmp_path, tiny_tokenizer):
+    tok = tiny_tokenizer
+    forget, retain = _blocks(tok, FORGET), _blocks(tok, RETAIN)
+    run = runs.Run(tmp_path)
+    ga, _ = methods.train_method(make_tiny_model(len(tok), seed=2), "ga", forget, retain, run, "ga",
+                                 _settings(6, 3e-2), resume=False)
+    gd, _ = methods.train_method(make_tiny_model(len(tok), seed=2), "graddiff", forget, retain, run, "gd",
+                                 _settings(6, 3e-2), resume=False, retain_per_step=2)
+    assert _nll(gd, retain) < _nll(ga, retain) - 0.01
+    assert _nll(gd, forget) > _nll(make_tiny_model(len(tok), seed=2), forget)
+
+
+def test_npo_lowers_the_forget_probability_and_checks_its_options(tmp_path, tiny_tokenizer):
+    tok = tiny_tokenizer
+    forget, retain = _blocks(tok, FORGET), _blocks(tok, RETAIN)
+    run = runs.Run(tmp_path)
+    before = _nll(make_tiny_model(len(tok), seed=2), forget)
+    model, losses = methods.train_method(make_tiny_model(len(tok), seed=2), "npo", forget, retain, run, "npo",
+                                         _settings(4), resume=False)
+    assert losses[0]["loss"] == pytest.approx(20 * math.log(2), rel=1e-3)   # KL is 0 at the start too
+    assert _nll(model, forget) > before
+    assert json.loads(run.path("npo/method.json").read_text()) == {
+        "method": "npo", "beta": 0.1, "retain_weight": 1.0, "retain_loss": "kl", "retain_per_step": 2}
+    with pytest.raises(training.TrainingError, match="another method"):
+        methods.train_method(make_tiny_model(len(tok), seed=2), "npo", forget, retain, run, "npo",
+                             _settings(4), beta=0.5)
+    with pytest.raises(ValueError, match="lora"):
+        methods.train_method(make_tiny_model(len(tok)), "npo", forget, retain, run, "x", _settings(2, method="full"))
+    with pytest.raises(ValueError, match="retain_blocks"):
+        methods.train_method(make_tiny_model(len(tok)), "graddiff", forget, None, run, "x", _settings(2))
+    with pytest.raises(TypeError, match="gamma"):
+        methods.train_method(make_tiny_model(len(tok)), "npo", forget, retain, run, "x", _settings(2), gamma=1)
+    with pytest.raises(ValueError, match="unknown method"):
+        methods.method_options("rmu")
+
+
+def test_best_step_on_hand_made_histories():
+    h = [{"step": 0, "familiarity": 0.30, "perplexity": 10.0},
+         {"step": 10, "familiarity": 0.10, "perplexity": 10.2},
+         {"step": 20, "familiarity": 0.05, "perplexity": 10.3},    # +3.0 %: still allowed
+         {"step": 30, "familiarity": 0.01, "perplexity": 12.0}]
+    assert methods.best_step(h) == 20
+    assert methods.best_step(h, max_perplexity_rise=1.0) == 0
+    assert methods.best_step(h, max_perplexity_rise=50) == 30
+    tie = h[:2] + [{"step": 20, "familiarity": 0.10, "perplexity": 10.0}]
+    assert methods.best_step(tie) == 10
+    # perplexity can only rise from step 0 here, and step 0 itself is a NaN elsewhere
+    assert methods.best_step([{"step": 0, "familiarity": 0.3, "perplexity": 10.0},
+                              {"step": 5, "familiarity": 0.1, "perplexity": float("nan")}]) == 0
+    assert methods.best_step([{"step": 0, "familiarity": 0.3, "perplexity": 10.0}], -50) is None
+    with pytest.raises(ValueError, match="step-0"):
+        methods.best_step(h[1:])
+
+
+def test_best_adapter_keeps_the_early_stopped_model(tmp_path, tiny_tokenizer, tiny_model_dir):
+    tok = tiny_tokenizer
+    forget = _blocks(tok, FORGET)
+    probes = [probe.TokenProbe("a", "Harry Potter studies", (" magic",), (" the",))]
+    base, _ = models.load_model(tiny_model_dir, device="cpu")
+    keep = methods.BestAdapter(tok, probes, ["The cat sat on the mat."], tmp_path / "ga/best_adapter",
+                               max_perplexity_rise=1e6, every=2)
+    # a large step size makes GA wander, so the best record is not the last one
+    model, _ = methods.train_method(base, "ga", forget, None, runs.Run(tmp_path), "ga", _settings(6, 0.1),
+                                    callbacks=[keep], resume=False)
+    best = methods.best_step(keep.history, 1e6)
+    assert [h["step"] for h in keep.history] == [0, 2, 4, 6] and keep.saved_step == best
+    assert best not in (0, 6)
+    record = json.loads((tmp_path / "ga/best_adapter/early_stop.json").read_text())
+    assert record["step"] == best
+    loaded, _ = models.load_model(tiny_model_dir, adapter=tmp_path / "ga/best_adapter", device="cpu")
+    again = probe.familiarity_score(probe.token_familiarity(loaded, tok, probes, progress=False))
+    assert again == pytest.approx(record["familiarity"], rel=1e-4)
+    final = probe.familiarity_score(probe.token_familiarity(model, tok, probes, progress=False))
+    assert final == pytest.approx(keep.history[-1]["familiarity"], rel=1e-4)
+    assert again != pytest.approx(final, rel=1e-3)
