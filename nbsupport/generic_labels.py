@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -205,7 +206,8 @@ def _dictionary_digest(dictionary) -> str:
 
 def generate(pair: ModelPair, tok, blocks: torch.Tensor, run, dictionary: AnchorDict | None,
              alphas: Sequence[float], top_k: int = 0, batch_size: int = 4, shard_blocks: int = 16,
-             seed: int = 0, out: str = "labels", progress: bool = True) -> dict:
+             seed: int = 0, out: str = "labels", progress: bool = True,
+             process_index: int | None = None, num_processes: int | None = None) -> dict:
     """Generate labels for every block and write them to ``out/`` in shards.
 
     ``pair`` is B and R; ``blocks`` [n, L]; ``dictionary`` an ``AnchorDict`` (None: no anchors,
@@ -213,7 +215,18 @@ def generate(pair: ModelPair, tok, blocks: torch.Tensor, run, dictionary: Anchor
     ``top_k`` the top-k combined logits are kept for every alpha (soft targets). Each shard is written
     atomically as it is finished, so memory stays flat and an interrupted run
     resumes where it stopped. Same inputs, same labels. Returns the meta record.
+
+    Data parallel: with ``num_processes`` > 1 (default: ``WORLD_SIZE`` as set by
+    ``torchrun`` / ``accelerate launch``, and ``RANK`` for ``process_index``), each
+    process writes the shards whose number is its index modulo the count. A shard's
+    content depends only on its blocks and the seed, so the labels are identical
+    whatever the number of processes, and a run interrupted on N processes resumes
+    on M (each process skips the shards already written). ``load`` after all finish.
     """
+    process_index = int(os.environ.get("RANK", 0)) if process_index is None else process_index
+    num_processes = int(os.environ.get("WORLD_SIZE", 1)) if num_processes is None else num_processes
+    if not 0 <= process_index < num_processes:
+        raise ValueError(f"process_index must be in [0, {num_processes}), got {process_index}")
     if not alphas or len(set(alphas)) != len(alphas):
         raise ValueError(f"give at least one alpha, each once; got {list(alphas)}")
     translator = Translator(dictionary if dictionary is not None else AnchorDict())
@@ -231,8 +244,8 @@ def generate(pair: ModelPair, tok, blocks: torch.Tensor, run, dictionary: Anchor
     starts = range(0, len(blocks), shard_blocks)
     for shard, lo in enumerate(tqdm(starts, desc="label shards", disable=not progress)):
         name = f"{out}/shard-{shard:05d}.safetensors"
-        if run.exists(name):
-            continue  # finished before an interruption
+        if shard % num_processes != process_index or run.exists(name):
+            continue  # another process's shard, or finished before an interruption
         pieces = []
         for b in range(lo, min(lo + shard_blocks, len(blocks)), batch_size):
             batch = range(b, min(b + batch_size, lo + shard_blocks, len(blocks)))
@@ -250,6 +263,11 @@ def load(run, out: str = "labels") -> dict[str, torch.Tensor]:
     [n, L, k] if kept."""
     meta = run.read_json(f"{out}/meta.json")
     n_shards = -(-meta["n_blocks"] // meta["shard_blocks"])
+    missing = [i for i in range(n_shards) if not run.exists(f"{out}/shard-{i:05d}.safetensors")]
+    if missing:
+        raise LabelsError(f"{run.path(out)} is missing {len(missing)} of {n_shards} shards (first: {missing[0]}): "
+                          "label generation was interrupted or another process has not finished; run "
+                          "generate again with the same settings to complete it")
     shards = [run.load_tensors(f"{out}/shard-{i:05d}.safetensors") for i in range(n_shards)]
     return {k: torch.cat([s[k] for s in shards]) for k in shards[0]}
 

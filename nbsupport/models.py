@@ -19,6 +19,7 @@ import importlib.metadata
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,15 @@ class CorruptCacheError(RuntimeError):
 
 
 # ----------------------------------------------------------------- device, dtype
+def quiet_library_warnings() -> None:
+    """Silence library warnings a learner cannot act on (deprecations inside
+    transformers and peft, peft's hub look-up of a base model we load locally);
+    every other warning still shows."""
+    for message in (r".*is_gradient_checkpointing.*", r".*Unable to fetch remote file.*",
+                    r".*Could not find a config file in.*", r".*will be removed in v\d.*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
 def pick_device(prefer: str | None = None) -> torch.device:
     """CUDA when there is a GPU, else CPU (prints a plain note when there is none)."""
     if prefer is not None:
@@ -219,6 +229,7 @@ def load_model(spec: str | os.PathLike = EMBEDDED, adapter: str | os.PathLike | 
     result is a ``PeftModel`` whose adapter can be switched off with
     ``model.disable_adapter()`` to get the base back.
     """
+    quiet_library_warnings()
     resolved = resolve_spec(spec)
     device = pick_device() if device is None else torch.device(device)
     dtype = dtype or pick_dtype(device)

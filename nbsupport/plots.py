@@ -11,7 +11,13 @@ NEUTRAL_COLOR = "#7a7a7a"
 
 
 def set_style() -> None:
-    """The course's plot style; call it explicitly in a notebook's setup cell."""
+    """The course's plot and table style; call it explicitly in a notebook's setup cell.
+
+    Tables show 4 significant decimals and whole texts (completions are the main
+    qualitative evidence: never cut them to 50 characters)."""
+    pd.set_option("display.precision", 4)
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.width", 200)
     plt.rcParams.update({
         "figure.figsize": (8, 4), "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
         "axes.spines.top": False, "axes.spines.right": False, "font.size": 10,

@@ -89,9 +89,23 @@ def attach_lora(model, settings: TrainSettings):
     return get_peft_model(model, config)
 
 
-def _precision(model) -> dict:
-    dtype = next(model.parameters()).dtype
-    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
+def _master_weights_in_fp32(model) -> dict:
+    """Make every trainable weight fp32 and return the Trainer's autocast flags.
+
+    A model loaded in bf16 or fp16 must not be *trained* in it: at the paper's
+    learning rate of 1e-6 most bf16 updates round to nothing, and fp16 full
+    finetuning with a grad scaler fails on fp16 master weights. So the weights that
+    train are kept in fp32 (the frozen base of a LoRA model may stay in half
+    precision) and the forward pass runs under bf16/fp16 autocast on a GPU.
+    """
+    half = {p.dtype for p in model.parameters()} & {torch.bfloat16, torch.float16}
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    if not (half and on_gpu):
+        return {}
+    return {"bf16": torch.bfloat16 in half, "fp16": torch.bfloat16 not in half}
 
 
 def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, settings: TrainSettings,
@@ -111,6 +125,7 @@ def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, sett
                             "delete that folder or train with resume=False")
     record.write_text(mine)
     on_gpu = next(model.parameters()).device.type == "cuda"
+    precision = _master_weights_in_fp32(model)
     args = TrainingArguments(
         output_dir=str(output_dir), num_train_epochs=settings.epochs, max_steps=settings.max_steps,
         learning_rate=settings.learning_rate, per_device_train_batch_size=settings.batch_size,
@@ -118,7 +133,7 @@ def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, sett
         lr_scheduler_type="linear", logging_steps=settings.logging_steps, save_strategy="steps",
         save_steps=settings.save_steps, save_total_limit=2, seed=settings.seed, report_to="none",
         disable_tqdm=not progress, remove_unused_columns=False, use_cpu=not on_gpu,
-        dataloader_pin_memory=on_gpu, **(_precision(model) if on_gpu else {}))
+        dataloader_pin_memory=on_gpu, **precision)
     trainer = (trainer_class or Trainer)(model=model, args=args, train_dataset=dataset,
                                          data_collator=default_data_collator, callbacks=list(callbacks))
     trainer.train(resume_from_checkpoint=last)

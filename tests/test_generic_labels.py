@@ -286,3 +286,56 @@ def test_character_offsets_of_a_block_cut_mid_word(tiny_tokenizer, cut):
             assert text[span[0]:span[1]] == tok.decode([block[i]])
     starts = [s[0] for s in spans if s is not None]
     assert starts == sorted(starts)
+
+
+def test_sharded_across_processes_gives_the_same_labels_and_resumes_on_another_count(tmp_path, tiny_R, tiny_tokenizer):
+    tok, blocks = tiny_tokenizer, corpus_blocks(tiny_tokenizer)
+    kw = dict(alphas=[5.0, 0.0], top_k=3, batch_size=2, shard_blocks=2, seed=4, progress=False)
+    one = runs.Run(tmp_path / "one")
+    labels.generate(tiny_R, tok, blocks, one, DICT, **kw)
+    # three "processes" (as torchrun would start them), each writing its own shards
+    three = runs.Run(tmp_path / "three")
+    for rank in range(3):
+        labels.generate(tiny_R, tok, blocks, three, DICT, process_index=rank, num_processes=3, **kw)
+    a, b = labels.load(one), labels.load(three)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # interrupted on 2 processes (only rank 0 finished), completed on 1
+    two = runs.Run(tmp_path / "two")
+    labels.generate(tiny_R, tok, blocks, two, DICT, process_index=0, num_processes=2, **kw)
+    with pytest.raises(labels.LabelsError, match="missing .* shards"):
+        labels.load(two)
+    labels.generate(tiny_R, tok, blocks, two, DICT, **kw)
+    c = labels.load(two)
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    with pytest.raises(ValueError, match="process_index"):
+        labels.generate(tiny_R, tok, blocks, two, DICT, process_index=2, num_processes=2, **kw)
+
+
+def test_two_real_processes_from_the_environment(tmp_path, tiny_model_dir, tiny_tokenizer):
+    """RANK / WORLD_SIZE as torchrun sets them: two OS processes, then one load."""
+    import subprocess
+    import sys
+    script = tmp_path / "worker.py"
+    script.write_text(f"""
+import torch
+from peft import LoraConfig, get_peft_model
+from nbsupport import corpus, generic_labels, models, runs
+from nbsupport.dictionary import AnchorDict, Entry
+from nbsupport.pair import ModelPair
+model, tok = models.load_model({str(tiny_model_dir)!r}, device="cpu")
+torch.manual_seed(0)
+R = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False)).eval()
+blocks = corpus.make_blocks({TEXTS!r}, tok, 32)
+d = AnchorDict([Entry("Hogwarts", ["the big old school"]), Entry("Harry", ["Jon"])])
+generic_labels.generate(ModelPair(R), tok, blocks, runs.Run({str(tmp_path / 'run')!r}), d, [5.0], shard_blocks=1,
+                        progress=False)
+""")
+    env = lambda rank: {**__import__("os").environ, "RANK": str(rank), "WORLD_SIZE": "2"}  # noqa: E731
+    procs = [subprocess.Popen([sys.executable, str(script)], env=env(r)) for r in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    two = labels.load(runs.Run(tmp_path / "run"))
+    solo_env = {k: v for k, v in __import__("os").environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    script.write_text(script.read_text().replace(str(tmp_path / "run"), str(tmp_path / "solo")))
+    assert subprocess.run([sys.executable, str(script)], env=solo_env).returncode == 0
+    solo = labels.load(runs.Run(tmp_path / "solo"))
+    assert all(torch.equal(two[k], solo[k]) for k in solo)

@@ -125,3 +125,19 @@ def test_reinforcement_effect_and_topk_tables(tiny_model_dir, tiny_tokenizer, tm
     v_b, v_r = pair.logits(ids)
     expected = torch.softmax(v_b[0, -1] - 5.0 * torch.relu(v_r[0, -1] - v_b[0, -1]), -1)
     assert gen["prob"].tolist() == pytest.approx(expected.topk(5).values.tolist(), rel=1e-5)
+
+
+def test_a_full_finetune_step_at_the_papers_rate_changes_a_bf16_model(tmp_path, tiny_tokenizer):
+    """At lr 1e-6 a bf16 weight cannot move (its spacing is ~1e-4 at this size):
+    training keeps fp32 master weights, so one step does change the model."""
+    model = make_tiny_model(len(tiny_tokenizer), seed=3).to(torch.bfloat16)
+    before = {k: v.float().clone() for k, v in model.state_dict().items()}
+    update = before["model.layers.0.mlp.down_proj.weight"]
+    rounded_away = ((update + 1e-6).to(torch.bfloat16).float() == update).float().mean()
+    assert rounded_away > 0.9   # the trap: in bf16 almost every such update rounds to nothing
+    settings = training.TrainSettings(method="full", learning_rate=1e-6, batch_size=2, max_steps=1, save_steps=100)
+    training.train(model, training.BlockDataset(_blocks(tiny_tokenizer)[:2]), tmp_path, settings, progress=False)
+    after = model.state_dict()
+    assert after["model.layers.0.mlp.down_proj.weight"].dtype == torch.float32
+    moved = (after["model.layers.0.mlp.down_proj.weight"] != update).float().mean()
+    assert moved > 0.5   # most weights moved, where bf16 weights would have stayed put
