@@ -29,9 +29,11 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from .generic_decoding import GenericModel
 from .finetune import KL_BLOCKS_PER_STEP, LabelDataset, StepProbe, kl_retain
 from .generic_labels import IGNORE
 from .pair import ModelPair
+from .reinforce import load_reinforced
 from .runs import atomic_path
 from .training import TrainingError, TrainSettings, last_complete_checkpoint, save_model, train_and_save
 
@@ -195,3 +197,10 @@ class BestAdapter(StepProbe):
                 save_model(model, tmp)
                 (tmp / "early_stop.json").write_text(json.dumps(self.history[-1]))
             self.saved_step = step
+
+
+def inference_time_whp(run, cfg, device=None):
+    """``(GenericModel, tok)``: R from notebook 02 with the generic formula applied at
+    every step at the run's alpha (MUSE's inference-time WHP), as a model to measure."""
+    pair, tok = load_reinforced(run, cfg.model, cfg.reinforce_method, device=device)
+    return GenericModel(pair, cfg.alpha), tok

@@ -13,6 +13,7 @@ from IPython.display import HTML, display
 
 from . import plots, scoring
 from .dictionary import apply_review
+from .generic_decoding import GenericModel
 from .pair import ModelPair
 from .reinforce import generic_topk
 
@@ -156,3 +157,34 @@ def completion_comparer(views: dict[str, Callable], tok, prompts: Sequence[str],
     text.observe(show, names="value")
     show()
     return w.VBox([text, out])
+
+
+def generation_explorer(pair: ModelPair, tok, prompt: str, alphas: Sequence[float], max_new_tokens: int = 30,
+                        interactive: bool = True):
+    """Move alpha, read what inference-time WHP (``generic_decoding.GenericModel``)
+    writes after the prompt: greedy generation from v_B - alpha * ReLU(v_R - v_B).
+
+    Interactive: a prompt field and an alpha slider. Static: one row per alpha in
+    ``alphas`` (sorted), the completion beside it.
+    """
+    def write(text: str, alpha: float) -> str:
+        return GenericModel(pair, alpha).generate_text(tok, [text], max_new_tokens)[0]
+
+    if not interactive:
+        return pd.DataFrame({"alpha": sorted(alphas), "completion": [write(prompt, a) for a in sorted(alphas)]})
+
+    text = _prompt_field(prompt)
+    slider = w.FloatSlider(value=sorted(alphas)[len(alphas) // 2] if alphas else 5.0, min=0.0,
+                           max=max(20.0, *alphas) if alphas else 20.0, step=0.5,
+                           description="alpha", continuous_update=False)
+    out = w.Output()
+
+    def show(_=None):
+        out.clear_output(wait=True)
+        with out:
+            print(text.value + write(text.value, slider.value) if text.value else "Type a prompt and press Enter.")
+
+    text.observe(show, names="value")
+    slider.observe(show, names="value")
+    show()
+    return w.VBox([text, slider, out])

@@ -54,3 +54,18 @@ def test_completion_comparer_static(tiny_model, tiny_tokenizer):
                                         ["The cat"], max_new_tokens=4, interactive=False)
     assert table.loc[0, "a"] == table.loc[0, "b"] == scoring.complete(tiny_model, tiny_tokenizer, ["The cat"], 4,
                                                                     progress=False)[0]
+
+
+def test_generation_explorer_static_is_inference_time_whp(tiny_pair, tiny_tokenizer):
+    from nbsupport.generic_decoding import GenericModel
+
+    table = widgets.generation_explorer(tiny_pair, tiny_tokenizer, "Harry Potter studies", [5.0, 0.0],
+                                        max_new_tokens=5, interactive=False)
+    assert table.alpha.tolist() == [0.0, 5.0]
+    expected = GenericModel(tiny_pair, 5.0).generate_text(tiny_tokenizer, ["Harry Potter studies"], 5)[0]
+    assert table.completion.tolist()[1] == expected
+    with tiny_pair.base() as B:   # alpha 0 is B's own greedy completion
+        assert table.completion.tolist()[0] == scoring.complete(B, tiny_tokenizer, ["Harry Potter studies"], 5,
+                                                                progress=False)[0]
+    box = widgets.generation_explorer(tiny_pair, tiny_tokenizer, "Harry", [1.0, 5.0], max_new_tokens=3)
+    assert box.children[1].value == 5.0
