@@ -29,11 +29,12 @@ The result is an ``AnchorDict`` (``nbsupport.dictionary``) with provenance
 """
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import random
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from functools import lru_cache
 from typing import Iterable, Sequence
 
@@ -89,13 +90,13 @@ _HEADS = {
         united network bureau guild brigade association union party agency company firm family eaters
         alliance circle legion brotherhood sisterhood federation organisation organization wizards""",
     "object": """hat cloak stone wand map sword cup locket diadem ring mirror book books beans frog frogs cakes cards
-        ears broom broomstick diary egg quill quills glasses key keys prophet newspaper magazine potion? robes
+        ears broom broomstick diary egg quill quills glasses key keys prophet newspaper magazine robes
         box chest clock watch goblet basin pensieve vanishing cabinet chess snap gum toffee pops fudge nougat
         creams pasties wands cauldron tea butterbeer""",
     "spell": """curse curses charm charms jinx jinxes hex hexes spell spells potion potions draught draughts elixir
         serum incantation enchantment transfiguration magic""",
     "event": """battle tournament ball ceremony war match feast championship festival wedding funeral trial games
-        task tasks world_cup""",
+        task tasks""",
     "creature": """dog cat owl rat toad snake dragon spider horse bird elf elves beast beasts giant giants""",
 }
 _HEADS = {k: {w.strip("?") for w in v.split()} for k, v in _HEADS.items()}
@@ -108,46 +109,83 @@ _CUES = {
             learned learnt realises realizes realised realized admits admitted tries tried became becomes worked
             works joins joined teaches taught studies grew grows visits visited discovers discovered helps helped
             meets met sees saw gives gave kills killed is_a_character family survived survives leads led
-            confronts confronted argues argued insists insisted explains explained remembers remembered""",
+            confronts confronted argues argued insists insisted explains explained remembers remembered
+            was_born is_born who whose married dated nicknamed is_a_child was_a_child smiles smiled lies lied
+            drinks drank decorates becomes wears wearing running runs goes went comes came walks walked talks
+            talked speaks spoke looks looked turns turned writes wrote spends spent takes took gets got loses
+            lost wins won hides sits sat stands stood standing cries cried shouts screams laughs grins nods
+            sighs agrees agreed refuses refused promises promised hopes hoped wishes wished fears feared likes
+            liked trusts trusted betrays betrayed rescues rescued saves saved protects defends defended fights
+            fought duels duelled arrives leaves returns escapes trying tries spends sacrifices sacrificed
+            admits asks tells begs begged pretends pretended apologises apologized apologised winks""",
         "possessed": """father mother son daughter wife husband brother brothers sister sisters parents parent
             friend friends aunt uncle cousin godfather godson scar eyes hair face hand hands death mind life
             wand office heart voice patronus owl pet boggart grandmother grandfather grandson family""",
         "around": "he she his her him himself herself character",
+        "prev": "by with who_is who_was belonged_to belongs_to married dated named called",
     },
     "place": {
-        "prev": """at in into to from near inside outside toward towards reach reached leave left visit visited
-            visits enter entered enters return returns returned arrive arrives arrived through across around
-            within beyond behind above below escapes escaped""",
+        "prev": """at into near inside outside reach reached leave left visit visited visits enter entered
+            enters return returns returned arrive arrives arrived through across within beyond behind escapes
+            escaped where_is where_was located lived_in lives_in live_in born_in grew_up_in""",
+        "weak": "in to from toward towards around above below",
         "next": """castle grounds village station street lane corridor gates kitchens library lake located""",
     },
     "organisation": {
-        "next": """house members member common team students student table dormitory dormitories tower ghost
-            prefect prefects captain seeker keeper quidditch pupils alumni headquarters officials official
-            employee employees agents uniform""",
-        "prev2": """sorted_into member_of members_of head_of joined_the join_the points_for house_of work_for
+        "next": """house members member common students student table dormitory dormitories ghost prefect
+            prefects pupils alumni headquarters officials official employee employees agents uniform quidditch""",
+        "prev": """sorted_into member_of members_of head_of joined_the join_the points_for house_of work_for
             worked_for works_for joined join""",
     },
     "creature": {
-        "around": """owl rat cat toad snake serpent dragon spider dog hound horse bird phoenix elf house-elf giant
+        "kind": """owl rat cat toad snake serpent dragon spider dog hound horse bird phoenix elf house-elf giant
             centaur goblin ghost poltergeist werewolf beast creature creatures animal animals pet hippogriff
-            unicorn tail wings claws fur feathers hooted hoots swooped flew bites bit bark barked hatched""",
+            unicorn kitten puppy pony""",
+        "next": """attacked attack attacks guard guards guarded feed feeds fed flew flies hatched bit bites
+            swooped roared hissed hooted hoots galloped kiss kissed drained dwell dwells protected descend
+            descended swarm swarmed hunt hunts hunted prowl prowls lurk lurks roam roams nest nests""",
     },
     "spell": {
         "prev": """cast casts casting cried shouted incantation brewed brew brewing drank drink drinks perform
-            performs performed uses produce produced conjure conjured master mastered""",
+            performs performed produce produced conjure conjured master mastered""",
         "next": """spell charm curse jinx hex potion incantation cast hits hit""",
     },
     "event": {
-        "prev": "during after before since throughout",
+        "prev": "during throughout during_the throughout_the",
         "next": "champion champions task tasks final took_place began ended",
     },
     "object": {
         "prev": """wore wear wears holds held carried carries bought buy buys found destroyed destroy hid hidden
-            opened stole stolen ate eat eats read reads play plays played playing owns owned""",
-        "next": """match matches pitch player players game games season robes destroyed hidden made""",
+            opened stole stolen ate eat eats read reads play plays played playing owns owned his their my
+            your our its""",
+        "next": """match matches pitch player players game games season robes cup captain team practice
+            tryouts trials fans league destroyed hidden""",
     },
 }
 _CUES = {t: {k: set(v.split()) for k, v in c.items()} for t, c in _CUES.items()}
+# Words anywhere in the sentence around an occurrence: weak evidence, summed.
+_BAG = {
+    "person": """character characters born married wife husband son daughter father mother brother sister friend
+        friends student pupil teacher boy girl man woman parents grandson granddaughter nephew niece godfather
+        godson child children went wore fell died loves loved grew year-mate classmate sorted""",
+    "place": """located village town city street road lane building shop pub inn castle room lake forest visit
+        visited visiting lives lived entrance inside outside near situated address found""",
+    "organisation": """member members founded founder department office employed organisation society group
+        joined join leader""",
+    "object": """made used use owned owns wood core broom book books sweets sweet eat ate sold sells buy bought
+        magazine newspaper edition worn wear carried carry item object artefact brand flavour sport game match
+        team played""",
+    "spell": """charm charms spell spells curse curses jinx hex incantation cast casts casting disarming disarms
+        disarm target effect counter-curse spellbook potion potions brew brewed brewing ingredient ingredients
+        drink drank""",
+    "creature": """creature creatures species pet pets beast beasts animal animals owl cat dog rat toad snake dragon
+        spider bird eggs egg fur feathers wings tail bite bites breed magizoology shape-shifter""",
+    "event": "place held during tournament task tasks battle fought war champion champions ceremony final",
+}
+_BAG = {t: set(v.split()) for t, v in _BAG.items()}
+_DETERMINERS = {"his", "their", "my", "your", "our", "its"}
+_PRONOUNS = {"he": "male", "him": "male", "his": "male", "himself": "male",
+             "she": "female", "her": "female", "hers": "female", "herself": "female"}
 
 
 # ----------------------------------------------------------------- finding terms in the text
@@ -185,8 +223,19 @@ class TextIndex:
         return len(self.spans(term))
 
 
-def _index(text, index: TextIndex | None = None) -> TextIndex:
-    return index if index is not None and index.text is text else TextIndex(text)
+_INDEXES: dict[str, TextIndex] = {}
+
+
+def _index(text: str, index: TextIndex | None = None) -> TextIndex:
+    """The index of ``text`` (the last two texts' are kept: ranking, typing and
+    translating one text all look terms up in it)."""
+    if index is not None and index.text is text:
+        return index
+    if text not in _INDEXES:
+        while len(_INDEXES) >= 2:
+            _INDEXES.pop(next(iter(_INDEXES)))
+        _INDEXES[text] = TextIndex(text)
+    return _INDEXES[text]
 
 
 def _words(text: str) -> list[tuple[int, int, str, bool]]:
@@ -242,10 +291,12 @@ def candidate_terms(text: str, min_count: int = 2, max_words: int = 4) -> pd.Dat
         span = words[i:last + 1]
         for a in range(len(span)):
             # a sentence-initial common word is no part of the name ("The Sorting Hat", "When Harry")
-            if a == 0 and initial and len(span) > 1 and _common(span[0][2], 4.5):
+            if a == 0 and initial and len(span) > 1 and _common(span[0][2]):
                 continue
-            for b in range(a + 1, min(len(span), a + max_words) + 1):
+            for b in range(a + 1, len(span) + 1):
                 sub = span[a:b]
+                if sum(w not in _CONNECTORS for _, _, w, _ in sub) > max_words:
+                    break
                 first, end = sub[0][2], sub[-1][2]
                 if first in _CONNECTORS or end in _CONNECTORS or not first[0].isupper():
                     continue
@@ -263,18 +314,26 @@ def candidate_terms(text: str, min_count: int = 2, max_words: int = 4) -> pd.Dat
     lower = {w for _, _, w, _ in words if w.islower() and len(w) >= 4}
     rows += [(w, "rare word") for w in lower
              if zipf_frequency(w, "en") < 2.5 or ("-" in w and zipf_frequency(w, "en") < 3.0)]
-    index = TextIndex(text)
+    index = _index(text)
     table = pd.DataFrame([{"term": t, "count": index.count(t), "kind": k} for t, k in rows],
                          columns=["term", "count", "kind"])
-    table = table[table["count"] >= min_count].sort_values(["count", "term"], ascending=[False, True])
-    table = table.reset_index(drop=True)
-    table.attrs["index"] = index
+    table = table[table["count"] >= min_count]
+    counts = dict(zip(table["term"], table["count"]))
+
+    def coordination(term):   # "Harry and Ron": two names, not one
+        x, _, y = term.partition(" and ")
+        return bool(y) and min(counts.get(x, 0), counts.get(y, 0)) >= 2 * counts[term]
+
+    table = table.loc[pd.Series([not coordination(t) for t in table["term"]], index=table.index, dtype=bool)]
+    table = table.sort_values(["count", "term"], ascending=[False, True]).reset_index(drop=True)
     return table
 
 
 # ----------------------------------------------------------------- occurrences and their contexts
 _LEFT_WORD = re.compile(r"([A-Za-z][\w'\-]*?)(?:'s)? $")
 _LEFT_OF = re.compile(r"[A-Z][\w'\-]* of (?:the )?$")
+_COORD_LEFT = re.compile(r"([A-Z][\w\-]*)(?:'s)?(?:,| and| or|, and|, or) $")
+_COORD_RIGHT = re.compile(r"(?:'s)?(?:,| and| or|, and|, or) ([A-Z][\w\-]*)")
 _RIGHT_NAME = re.compile(r" (?:of (?:the )?)?([A-Z][\w\-]*)")
 
 
@@ -284,56 +343,103 @@ def _occurrence(text: str, s: int, e: int) -> dict:
     capitalised name word, a title just before, a possessive "'s" after."""
     left_text = text[max(0, s - 80):s]
     cut = max(left_text.rfind(c) for c in ".!?\n:")
-    before = [w.lower() for w in _WORD.findall(left_text[cut + 1:])][-3:]
-    right_text = text[e:e + 100]
+    bag_before = [w.lower() for w in _WORD.findall(left_text[cut + 1:])]
+    before = bag_before[-3:]
+    right_text = text[e + 2 if text.startswith("'s", e) else e:e + 100]
     m = re.search(r"[.!?\n]", right_text)
     after_sentence = right_text[:m.start()] if m else right_text
-    after = [w.lower() for w in _WORD.findall(after_sentence)][:4]
+    bag_after = [w.lower() for w in _WORD.findall(after_sentence)]
+    after = bag_after[:4]
     initial = _initial(text, s)
     left = _LEFT_WORD.search(left_text) if left_text.endswith(" ") else None
     left_word = left.group(1) if left else ""
     title = left_word if left_word in TITLES else ""
     left_name = bool(left_word and left_word[0].isupper() and not title
-                     and not (_initial(text, s - len(left.group(0))) and _common(left_word, 4.5)))
+                     and not (_initial(text, s - len(left.group(0))) and _common(left_word)))
     left_name = left_name or _LEFT_OF.search(left_text) is not None
+    coord = [m.group(1) for m in [_COORD_LEFT.search(left_text)] if m]
+    coord += [m.group(1) for m in [_COORD_RIGHT.match(text, e)] if m]
     right = _RIGHT_NAME.match(text, e)
     right_name = bool(right and right.group(1) not in TITLES)
     return {"initial": initial, "before": before, "after": after, "title": title,
+            "bag": set(bag_before[-8:] + bag_after[:8]), "coord": coord,
             "left_name": left_name, "right_name": right_name, "possessive": text.startswith("'s", e),
             "the": bool(before and before[-1] == "the"), "exclaim": text.startswith("!", e),
-            "pronouns": [w.lower() for w in _WORD.findall(text[e:e + 160])[:15]
-                         if w.lower() in ("he", "him", "his", "himself", "she", "her", "hers", "herself")]}
+            "pronouns": _pronouns_after(text, e)}
 
 
-def occurrences(term: str, text: str, index: TextIndex | None = None, limit: int = 80) -> list[dict]:
-    """The contexts of up to ``limit`` occurrences of ``term`` (``_occurrence``), spread over the text."""
+def _pronouns_after(text: str, e: int) -> list[tuple[str, float]]:
+    """The he/she pronouns after an occurrence, with a weight: 1 up to the next
+    name (whose they could also be), 0.3 after it."""
+    out, weight = [], 1.0
+    for m in _WORD.finditer(text, e, min(len(text), e + 160)):
+        w = m.group(0)
+        if w[0].isupper() and w.lower() not in _PRONOUNS and not _initial(text, m.start()):
+            weight = 0.3
+        if w.lower() in _PRONOUNS:
+            out.append((w.lower(), weight))
+    return out
+
+
+def occurrences(term: str, text: str, index: TextIndex | None = None, limit: int = 80,
+                longer: tuple | None = None) -> list[dict]:
+    """The contexts of up to ``limit`` occurrences of ``term`` (``_occurrence``),
+    spread over the text. With ``longer`` (``_longer_spans``), only occurrences
+    that are not part of a longer candidate ("Harry" in "the Harry Potter series"
+    is the series' context, not Harry's), unless fewer than three are."""
     found = _index(text, index).spans(term)
+    if longer is not None:
+        own = [(s, e) for s, e in found if not _inside(s, e, *longer)]
+        found = own if len(own) >= 3 else found
     step = max(1, len(found) // limit)
     return [_occurrence(text, s, e) for s, e in found[::step][:limit]]
 
 
+def _longer_spans(table: pd.DataFrame, index: TextIndex) -> tuple[list[int], list[tuple[int, int]]]:
+    """Every occurrence of a multi-word candidate, sorted: (starts, spans)."""
+    spans = sorted(sp for t in table["term"] if " " in t for sp in index.spans(t))
+    return [a for a, _ in spans], spans
+
+
+def _inside(s: int, e: int, starts: list[int], spans: list[tuple[int, int]]) -> bool:
+    """Is the occurrence [s, e) part of a longer candidate's occurrence?"""
+    i = bisect.bisect_right(starts, s)
+    while i > 0 and starts[i - 1] >= s - 120:
+        a, b = spans[i - 1]
+        if a <= s and e <= b and b - a > e - s:
+            return True
+        i -= 1
+    return False
+
+
 def term_features(table: pd.DataFrame, text: str, index: TextIndex | None = None) -> pd.DataFrame:
-    """Add what each term's occurrences say: ``initial`` (sentence-initial share),
-    ``alone`` (uses not inside a longer name), ``lower`` (share of the same word
-    written in lower case: "Black"/"black"), ``the`` (share after "the")."""
-    index = _index(text, table.attrs.get("index", index))
+    """Add what each term's occurrences say: ``initial`` (share at a sentence
+    start), ``alone`` (uses not inside a longer candidate, nor a common word at
+    a sentence start: "Hangleton" is never used without "Little"), ``inside``
+    (uses inside a longer candidate), ``lower`` (share of the same
+    word in lower case: "Black"/"black"), ``the`` (share right after "the")."""
+    index = _index(text, index)
     out = table.copy()
+    starts, spans = _longer_spans(out, index)
     rows = []
     for term in out["term"]:
-        occ = occurrences(term, text, index)
-        n = max(1, len(occ))
-        scale = index.count(term) / n
-        alone = sum(1 for o in occ if not o["initial"] and not o["left_name"] and not o["right_name"])
+        found = index.spans(term)
+        n = max(1, len(found))
+        initial = [_initial(text, s) for s, _ in found]
+        inside = [_inside(s, e, starts, spans) for s, e in found]
+        # a use of its own: not inside a longer name, and not a sentence-initial common word ("When")
+        rare = not _common(term.split()[0])
+        alone = sum(1 for ini, ins in zip(initial, inside) if not ins and (rare or not ini))
+        the = sum(1 for s, _ in found if text[max(0, s - 4):s] in ("the ", "The "))
         lower = 0.0
         if term[0].isupper():
             low = index.count(term[0].lower() + term[1:])
-            lower = low / (low + index.count(term))
-        rows.append({"initial": sum(o["initial"] for o in occ) / n, "alone": alone * scale, "lower": lower,
-                     "the": sum(o["the"] for o in occ) / n})
-    feats = pd.DataFrame(rows, index=out.index, columns=["initial", "alone", "lower", "the"])
+            lower = low / (low + len(found))
+        rows.append({"initial": sum(initial) / n, "alone": alone, "inside": sum(inside), "lower": lower,
+                     "the": the / n})
+    feats = pd.DataFrame(rows, index=out.index, columns=["initial", "alone", "inside", "lower", "the"])
     for c in feats:
         out[c] = feats[c]
-    out.attrs["index"] = index
     return out
 
 
@@ -355,128 +461,230 @@ def _plural_pair(term: str, have) -> str | None:
     return None
 
 
+_ARTICLES = {"a", "an", "the"}
+
+
 def _type_scores(term: str, occ: list[dict], have: set[str]) -> dict[str, float]:
+    """Cue weight per ten uses for each type, from the words around the term's
+    occurrences, plus the head noun of a multi-word name."""
     scores = dict.fromkeys(TYPES, 0.0)
     n = max(1, len(occ))
+    cues = _CUES
+    heads_of = {w: t for t, heads in _HEADS.items() for w in heads}
+
+    def add(kind, weight, *hits):
+        if any(hits):
+            scores[kind] += weight
+
     for o in occ:
         before, after = o["before"], o["after"]
         prev = before[-1] if before else ""
         prev2 = "_".join(before[-2:])
-        nxt = after[0] if after else ""
-        nxt2 = "_".join(after[:2])
-        nxt3 = "_".join(after[:3])
-        if o["title"]:
-            scores["person"] += 3.0
-        if nxt in _CUES["person"]["next"] or nxt3 in _CUES["person"]["next"] or nxt2 in _CUES["person"]["next"]:
-            scores["person"] += 1.0
-        if o["possessive"] and nxt in _CUES["person"]["possessed"]:
-            scores["person"] += 1.5
-        if any(w in _CUES["person"]["around"] for w in before + after):
-            scores["person"] += 0.3
-        if prev in _CUES["place"]["prev"]:
-            scores["place"] += 1.0
-        elif prev == "the" and len(before) > 1 and before[-2] in _CUES["place"]["prev"]:
-            scores["place"] += 0.5
-        if nxt in _CUES["place"]["next"]:
-            scores["place"] += 1.0
-        if nxt in _CUES["organisation"]["next"]:
-            scores["organisation"] += 1.5
-        if prev2 in _CUES["organisation"]["prev2"] or prev in _CUES["organisation"]["prev2"]:
-            scores["organisation"] += 1.5
-        if any(w in _CUES["creature"]["around"] for w in before[-2:] + after[:2]):
-            scores["creature"] += 1.0
-        if prev in _CUES["spell"]["prev"] or nxt in _CUES["spell"]["next"]:
-            scores["spell"] += 1.5
-        if o["exclaim"]:
-            scores["spell"] += 1.0
-        if prev in _CUES["event"]["prev"] and prev != "after" or prev2 in ("during_the", "after_the", "before_the"):
-            scores["event"] += 1.5
-        if nxt in _CUES["event"]["next"] or nxt2 in _CUES["event"]["next"]:
-            scores["event"] += 1.5
-        if prev in _CUES["object"]["prev"] or (prev == "the" and len(before) > 1
-                                                and before[-2] in _CUES["object"]["prev"]):
-            scores["object"] += 1.0
-        if nxt in _CUES["object"]["next"]:
-            scores["object"] += 1.0
+        # the word before an article or a possessive determiner: "cast a Patronus", "into the Pensieve"
+        far = before[-2] if len(before) > 1 and (prev in _ARTICLES or prev in _DETERMINERS) else ""
+        # after a possessive, the next word is what the term owns ("Fleur's wedding"), no cue to its type
+        nxt = "" if o["possessive"] else (after[0] if after else "")
+        nxt2, nxt3 = ("_".join(after[:2]), "_".join(after[:3])) if nxt else ("", "")
+        # "the Gaunt shack", "a Gringotts goblin": the term modifies a noun, whose cues are weaker
+        modifier = bool(nxt) and prev in _ARTICLES | _DETERMINERS and nxt not in FUNCTION_WORDS
+        w_next = 0.5 if modifier else 1.0
+        c = cues["person"]
+        add("person", 3.0, o["title"])
+        add("person", 1.0, nxt in c["next"], nxt2 in c["next"], nxt3 in c["next"])
+        add("person", 0.7, prev in c["prev"], prev2 in c["prev"])
+        if o["possessive"]:
+            add("person", 1.5 if after[:1] and after[0] in c["possessed"] else 0.3, True)
+        add("person", 0.3, *(w in c["around"] for w in before + after))
+        # "the Burrow is", "the Quibbler.": a thing, not a person ("the Weasleys": a family)
+        add("person", -0.8, prev == "the" and not modifier and not term.endswith("s"))
+        add("person", -1.5, prev in _DETERMINERS)
+        c = cues["place"]
+        add("place", 1.0, prev in c["prev"], prev2 in c["prev"])
+        add("place", 0.4, prev in c["weak"], far in c["prev"])
+        add("place", w_next, nxt in c["next"])
+        c = cues["organisation"]
+        add("organisation", 1.5 * w_next, nxt in c["next"])
+        add("organisation", 1.5, prev2 in c["prev"], prev in c["prev"])
+        c = cues["creature"]
+        add("creature", 1.5, prev in c["kind"], far in c["kind"],
+            nxt in _ARTICLES and after[1:2] and after[1] in c["kind"])   # "the owl Hedwig", "Buckbeak the hippogriff"
+        add("creature", 1.0, nxt in c["next"])
+        c = cues["spell"]
+        add("spell", 1.5, prev in c["prev"], far in c["prev"])
+        add("spell", 1.5 * w_next, nxt in c["next"])
+        add("spell", 1.0, o["exclaim"])
+        c = cues["event"]
+        add("event", 1.5, prev in c["prev"], prev2 in c["prev"])
+        add("event", 1.5 * w_next, nxt in c["next"], nxt2 in c["next"])
+        c = cues["object"]
+        add("object", 1.0, prev in c["prev"], far in c["prev"])
+        add("object", w_next, nxt in c["next"])
+        if nxt in heads_of and " " not in term:   # "Triwizard Tournament", "Gryffindor Tower"
+            scores[heads_of[nxt]] += 1.5 * w_next
+        for kind, vocab in _BAG.items():
+            scores[kind] += 0.3 * len(o["bag"] & vocab)
         if prev in ("a", "an") or (prev == "the" and term[0].islower()):
             # a countable common noun: a creature, an object, a member of a group
             scores["object"] += 0.4
             scores["creature"] += 0.3
-    scores = {t: v / n * 10 for t, v in scores.items()}   # cue weight per ten uses
+            scores["organisation"] += 0.3
+    scores = {t: v / n * 10 for t, v in scores.items()}
     ws = term.split()
     if len(ws) > 1:   # the head noun of a multi-word name outweighs the cues
         head, first = _head(term), ws[0].lower()
         for t, heads in _HEADS.items():
             if head in heads or (first in heads and t in ("organisation", "event") and "of" in ws):
                 scores[t] += 6.0
-    singular = _plural_pair(term, have)
-    if singular or (term + "s") in have or (term + "es") in have:
+    if _plural_pair(term, have) or (term + "s") in have or (term + "es") in have:
         scores["creature"] += 1.0   # a common noun with a plural: a kind of thing, not a name
         scores["object"] += 1.0
+        scores["organisation"] += 0.5
         scores["person"] -= 2.0
     if term[0].islower():
         scores["person"] -= 5.0
     return scores
 
 
+def _countable(term: str, have: set[str], index: TextIndex) -> bool:
+    """A common noun written with a capital: it has a plural among the terms and
+    is used with "a"/"an" ("an Auror", "a Death Eater"); a surname in the plural
+    ("the Weasleys") is not."""
+    singular = _plural_pair(term, have) or term
+    has_plural = singular != term or singular + "s" in have or singular + "es" in have
+    with_article = sum(index.count(f"{a} {singular}") for a in ("a", "an", "the", "A", "An", "The"))
+    return has_plural and index.count("a " + singular) + index.count("an " + singular) >= 2 \
+        and with_article >= 0.25 * index.count(singular)   # "in Gryffindor", "a Gryffindor": a house
+
+
+_SPORT_PREV = {"play", "plays", "played", "playing"}
+_SPORT_NEXT = {"match", "matches", "pitch", "team", "teams", "season", "player", "players", "game", "games",
+               "league", "final", "captain", "practice", "tryouts", "trials", "world"}
+
+
+def _sport_share(occ: list[dict]) -> float:
+    """Share of uses that read like a sport ("play X", "the X match")."""
+    hits = sum(1 for o in occ if o["before"][-1:] and o["before"][-1] in _SPORT_PREV
+               or (not o["possessive"] and o["after"][:1] and o["after"][0] in _SPORT_NEXT))
+    return hits / max(1, len(occ))
+
+
+def _margin(scores: dict[str, float], kind: str) -> float:
+    return scores[kind] - max(v for k, v in scores.items() if k != kind)
+
+
+def _is_name_span(term: str) -> bool:
+    """A multi-word span that could be a person's full name: no connector, no
+    possessive, no head noun ("Sirius Black" yes; "Diagon Alley", "Dumbledore's Army" no)."""
+    ws = term.split()
+    return len(ws) > 1 and not set(ws) & _CONNECTORS and "'s " not in term and \
+        not any(_head(term) in heads for heads in _HEADS.values())
+
+
 def infer_types(table: pd.DataFrame, text: str, index: TextIndex | None = None) -> pd.DataFrame:
     """Add ``type`` (one of ``TYPES``), for persons ``role`` ("first name",
     "surname", "full name") and ``gender`` ("male", "female", ""), inferred from
-    the text's own cues; multi-word person names lend their type to their parts.
-    Also ``type_margin``, how far the chosen type's cue score is ahead."""
-    index = _index(text, table.attrs.get("index", index))
+    the text's own cues (``_type_scores``). Names lend each other their type: a
+    full name whose parts are used as persons is a person, and the parts of a
+    person's full name are persons; a plural takes its singular's type
+    ("Weasleys" of "Weasley"). ``type_margin``: how far the type's score is ahead."""
+    index = _index(text, index)
     out = table.copy()
     have = set(out["term"])
-    occ = {t: occurrences(t, text, index) for t in out["term"]}
-    scores = {t: _type_scores(t, occ[t], have) for t in out["term"]}
-    # name structure: the parts of a multi-word person name are persons, and back
+    longer = _longer_spans(out, index)
+    occ = {t: occurrences(t, text, index, longer=longer) for t in out["term"]}
+    base = {t: _type_scores(t, occ[t], have) for t in out["term"]}
+    the_share = {t: sum(o["before"][-1:] == ["the"] for o in occ[t]) / max(1, len(occ[t])) for t in out["term"]}
+    scores = {t: dict(s) for t, s in base.items()}
+    # coordination: "Harry, Ron and Hermione", "Dobby, Kreacher, Narcissa" are things of one kind
+    for t in out["term"]:
+        n = max(1, len(occ[t]))
+        for o in occ[t]:
+            for w in o["coord"]:
+                if w in base and w != t:
+                    kind = max(TYPES, key=lambda k: base[w][k])
+                    if _margin(base[w], kind) > 0.5:
+                        scores[t][kind] += 7.0 / n
     part_of: dict[str, list[str]] = defaultdict(list)
-    for t in out["term"]:
-        ws = [w.removesuffix("'s") for w in t.split()]
-        if len(ws) > 1 and not set(ws) & _CONNECTORS and "'s " not in t:
-            for w in ws:
-                if w in have:
-                    part_of[w].append(t)
-    for t, fulls in part_of.items():
-        for f in fulls:
-            if _head(f) in {h for v in _HEADS.values() for h in v}:
-                continue
-            share = index.count(f) / max(1, index.count(t))
-            scores[t]["person"] += 4.0 * min(1.0, share * 2)
     for f in out["term"]:
-        ws = f.split()
-        if len(ws) > 1 and not set(ws) & _CONNECTORS and "'s " not in f and \
-                _head(f) not in {h for v in _HEADS.values() for h in v}:
-            parts = [scores[w]["person"] - max(v for k, v in scores[w].items() if k != "person")
-                     for w in ws if w in scores and w not in TITLES]
-            scores[f]["person"] += 2.0 + (max(parts) if parts else 0.0)
-    types, roles, genders, margins = [], [], [], []
-    for t in out["term"]:
+        if _is_name_span(f):
+            parts = [w for w in f.split() if w in base and w not in TITLES]
+            scores[f]["person"] += min(6.0, sum(max(0.0, _margin(base[w], "person")) for w in parts))
+            # a name used without "the": "Alicia Spinnet" (not "the Whomping Willow")
+            scores[f]["person"] += 2.0 * (1 - the_share[f])
+            for w in parts:
+                part_of[w].append(f)
+        elif " " in f and "'s " not in f:
+            # a word mostly used inside a name with a head noun takes its type ("Polyjuice" of "Polyjuice Potion")
+            kind = max(TYPES, key=lambda k: base[f][k])
+            for w in f.split()[:-1]:
+                if w in base and w not in _CONNECTORS and base[f][kind] > 0:
+                    scores[w][kind] += 4.0 * min(1.0, 2 * index.count(f) / max(1, index.count(w)))
+    for w, fulls in part_of.items():
+        persons = [f for f in fulls if _margin(scores[f], "person") > 0]
+        for f in persons:
+            scores[w]["person"] += 4.0 * min(1.0, 2 * index.count(f) / max(1, index.count(w)))
+        if len({f.split()[0] for f in persons if f.split()[-1] == w}) >= 2:
+            scores[w]["person"] += 6.0   # the family name of several persons ("Morfin Gaunt", "Merope Gaunt")
+    chosen = {}
+    for t in sorted(out["term"], key=lambda t: bool(_plural_pair(t, have))):   # singulars first
         s = scores[t]
         if t[0].isupper() and " " not in t and max(s.values()) <= 0.5:
             s = {**s, "person": s["person"] + 0.6}   # a bare capitalised word without cues: a name
-        best = max(TYPES, key=lambda k: s[k])
-        if max(s.values()) <= 0:
-            best = "object"
-        second = sorted(s.values())[-2]
-        types.append(best)
-        margins.append(s[best] - second)
-        role, gender = "", ""
+        best = max(TYPES, key=lambda k: s[k]) if max(s.values()) > 0 else "object"
+        singular = _plural_pair(t, have)
+        if singular:
+            best = chosen[singular][0]
+        elif _countable(t, have, index) and best in ("person", "object", "creature", "organisation"):
+            # a kind of thing, never one person: people of that kind ("an Auror", "Death Eaters")
+            # are members of a group, so what speaks for a person speaks for a group here
+            group = {**s, "organisation": s["organisation"] + max(0.0, s["person"] + 2.0), "person": -1e9}
+            best = max(("organisation", "object", "creature"), key=lambda k: group[k])
+        chosen[t] = (best, _margin(s, best))
+    types, roles, votes, margins = [], [], {}, []
+    for t in out["term"]:
+        best, margin = chosen[t]
+        role = ""
         if best == "person":
-            role, gender = _person_role(t, occ[t], part_of.get(t, []), have, index)
+            role, votes[t] = _person_role(t, occurrences(t, text, index), have, index)
+        types.append(best)
+        margins.append(margin)
         roles.append(role)
-        genders.append(gender)
+    # a full name and its first name share their gender evidence
+    pooled = dict(votes)
+    for f in votes:
+        ws = f.split()
+        if len(ws) > 1:
+            first = next((w for w in ws if w not in TITLES), ws[0])
+            if first in votes:
+                pooled[f] = pooled[f] + votes[first]
+                pooled[first] = pooled[first] + votes[f]
+    genders = []
+    for t in out["term"]:
+        m, f = pooled.get(t, (0, 0))
+        genders.append("male" if m > f else "female" if f > m else "")
     out["type"], out["role"], out["gender"], out["type_margin"] = types, roles, genders, margins
-    out.attrs["index"] = index
+    out["countable"] = [_countable(t, have, index) for t in out["term"]]
+    out["sport"] = [_sport_share(occ[t]) >= 0.15 for t in out["term"]]
     return out
 
 
-def _person_role(term: str, occ: list[dict], fulls: list[str], have: set[str], index: TextIndex) -> tuple[str, str]:
-    male = sum(o["title"] in _MALE_TITLES for o in occ) * 3 + sum(
-        o["pronouns"][:1] in (["he"], ["him"], ["his"], ["himself"]) for o in occ)
-    female = sum(o["title"] in _FEMALE_TITLES for o in occ) * 3 + sum(
-        o["pronouns"][:1] in (["she"], ["her"], ["hers"], ["herself"]) for o in occ)
-    gender = "male" if male > female else "female" if female > male else ""
+class _Votes(tuple):
+    """(male, female) gender evidence; ``+`` adds them up."""
+
+    def __add__(self, other):
+        return _Votes((self[0] + other[0], self[1] + other[1]))
+
+
+def _person_role(term: str, occ: list[dict], have: set[str], index: TextIndex) -> tuple[str, "_Votes"]:
+    """(role, gender votes) of a person term: a first name (used before another
+    name, after Uncle/Aunt/Sir) or a surname (after another name or
+    Mr/Mrs/Professor, in the plural, before "family"); male or female votes from
+    titles and the he/she that follows it before another name comes up."""
+    first = [o["pronouns"][0] for o in occ if o["pronouns"]]   # the first pronoun after each use
+    male = sum(o["title"] in _MALE_TITLES for o in occ) * 3 + sum(w for p, w in first if _PRONOUNS[p] == "male")
+    female = sum(o["title"] in _FEMALE_TITLES for o in occ) * 3 + sum(w for p, w in first if _PRONOUNS[p] == "female")
+    female += 1.5 if term.split()[0].endswith("a") else 0   # Minerva, Narcissa: a common ending of women's names
+    gender = _Votes((male, female))
     ws = term.split()
     if len(ws) > 1:
         return "full name", gender
@@ -563,14 +771,14 @@ def reinforcement_boost(pair: ModelPair, tok, text: str, candidates: Sequence[st
 # than in English) counts the same: past it, how often the text uses a term
 # decides, so "Harry" (common in English, everywhere in the text) beats a rare
 # name the text mentions twice.
-SPECIFICITY_CAP = 3.0
+SPECIFICITY_CAP = 2.5
 
 
 def rank_candidates(table: pd.DataFrame, text: str, boost: pd.Series | None = None) -> pd.DataFrame:
     """Add ``specificity`` (and ``boost`` if given) and a combined ``score``, best first.
 
-    score = min(specificity, 3) + log10(count), less what says "an ordinary word"
-    (mostly sentence-initial, also written in lower case), plus 2 x the
+    score = min(specificity, 2.5) + log10(count), less what says "an ordinary word"
+    (one word nearly always sentence-initial, "Thoughts?"; also written in lower case), plus 2 x the
     reinforcement boost (nats per token) when given. The log of the count is the
     text's own weight on a term: the core names come first whatever their
     general frequency."""
@@ -580,29 +788,31 @@ def rank_candidates(table: pd.DataFrame, text: str, boost: pd.Series | None = No
     out["specificity"] = specificity(out, max(1, len(_words(text))))
     spec = out["specificity"].clip(upper=SPECIFICITY_CAP)
     out["score"] = spec + out["count"].clip(lower=1).map(math.log10) \
-        - 2.0 * out["initial"] - 3.0 * out["lower"]
+        - 4.0 * (out["initial"] - 0.8).clip(lower=0) * ~out["term"].str.contains(" ") - 3.0 * out["lower"]
     if boost is not None:
         out["boost"] = out["term"].map(boost).fillna(0.0)
         out["score"] = out["score"] + 2.0 * out["boost"]
     out = out.sort_values(["score", "term"], ascending=[False, True]).reset_index(drop=True)
-    out.attrs["index"] = table.attrs.get("index")
     return out
 
 
 def _keep_parts(table: pd.DataFrame, min_count: int) -> pd.DataFrame:
-    """A part of a longer name is anchored only where the text uses it on its own
-    ("Hangleton" only ever in "Little Hangleton": no), or for a rare word that is
-    part of a person's name (a first name or surname: "Filius"). A part common in
-    English ("Black" of "Sirius Black") needs uses of its own."""
+    """A part of a longer name is anchored only where the text uses it on its own:
+    a part common in English ("Black" of "Sirius Black") needs ``min_count`` uses
+    of its own; a rare one one use ("Triwizard" of "Triwizard Tournament"), or
+    none if it is part of a person's name ("Filius" of "Filius Flitwick");
+    "Hangleton", only ever in "Little Hangleton", is left to the full name."""
+    name_words = {w for t, k in zip(table["term"], table["type"]) if k == "person" and _is_name_span(t)
+                  for w in t.split()}
     keep = []
     for row in table.itertuples():
-        if row.kind != "proper noun":
+        if row.kind != "proper noun" or row.inside == 0:
             keep.append(True)
-            continue
-        own = row.alone >= min_count
-        rare_name_part = row.type == "person" and " " not in row.term and not _common(row.term, 3.5)
-        keep.append(own or rare_name_part)
-    return table[keep]
+        elif _common(row.term, 3.5) or " " in row.term:
+            keep.append(row.alone >= min_count)
+        else:
+            keep.append(row.alone >= 1 or row.term in name_words)
+    return table.loc[pd.Series(keep, index=table.index, dtype=bool)]
 
 
 def _drop_covered(ranked: pd.DataFrame) -> pd.DataFrame:
@@ -614,7 +824,7 @@ def _drop_covered(ranked: pd.DataFrame) -> pd.DataFrame:
         ws = [w.removesuffix("'s") for w in term.split()]
         keep.append(not (len(ws) > 1 and all(w in seen for w in ws)))
         seen.add(term)
-    return ranked[keep].reset_index(drop=True)
+    return ranked.loc[pd.Series(keep, index=ranked.index, dtype=bool)].reset_index(drop=True)
 
 
 def extract_candidates(text: str, pair: ModelPair | None = None, tok=None, boost_candidates: int = 60,
@@ -627,18 +837,16 @@ def extract_candidates(text: str, pair: ModelPair | None = None, tok=None, boost
 
     Columns: term, count, kind, type, role, gender, specificity, score (and boost)."""
     table = candidate_terms(text, min_count)
-    index = table.attrs["index"]
+    index = _index(text)
     table = infer_types(term_features(table, text, index), text, index)
     table = _keep_parts(table, min_count)
     ranked = _drop_covered(rank_candidates(table, text))
-    ranked.attrs["index"] = index
     if pair is None or boost_candidates <= 0:
         return ranked
     head, tail = ranked.iloc[:boost_candidates], ranked.iloc[boost_candidates:]
     boost = reinforcement_boost(pair, tok, text, list(head["term"]))
     head = rank_candidates(head.drop(columns=["specificity", "score"]), text, boost)
     out = pd.concat([head, tail], ignore_index=True)
-    out.attrs["index"] = index
     return out
 
 
@@ -667,3 +875,554 @@ def extraction_quality(extracted: Iterable[str], reference: AnchorDict, text: st
     return {"extracted": len(extracted), "reference_present": len(present), "hits": len(hits),
             "precision": len(hits) / len(extracted) if extracted else 0.0,
             "recall": len(extracted & present) / len(present) if present else 0.0}
+
+
+# ----------------------------------------------------------------- translation rules
+def name_pools() -> dict[str, list[str]]:
+    """Generic replacement words by kind (``data/anchors/name_pools.json``)."""
+    doc = json.loads(package_data("anchors", "name_pools.json").read_text("utf-8"))
+    return {k: v for k, v in doc.items() if isinstance(v, list)}
+
+
+# which pools hold which type (a translation found in one has that type)
+_POOL_TYPES = {"first_names_male": "person", "first_names_female": "person", "surnames": "person",
+               "places": "place", "place_nouns": "place", "organisations": "organisation",
+               "organisation_names": "organisation", "objects": "object", "creatures": "creature",
+               "pet_names": "creature", "spells": "spell", "magic_nouns": "spell", "events": "event",
+               "members": "organisation", "games": "object"}
+
+
+@lru_cache(maxsize=1)
+def _pool_index() -> dict[str, str]:
+    out = {}
+    for pool, items in name_pools().items():
+        for item in items:
+            out.setdefault(item.lower().removeprefix("the "), _POOL_TYPES.get(pool, ""))
+    return out
+
+
+def _singular(word: str) -> str:
+    for suffix, repl in (("ies", "y"), ("ches", "ch"), ("shes", "sh"), ("xes", "x"), ("ses", "s"), ("s", "")):
+        if word.endswith(suffix) and len(word) > len(suffix) + 1:
+            return word[:-len(suffix)] + repl
+    return word
+
+
+def translation_type(translation: str) -> str:
+    """The type a translation reads as: the pool it comes from (also in the
+    plural, or after a title or modifier: "Lord Oswald", "Little Pembury"), a first
+    name plus surname (person), or its head noun ("the northern village": place,
+    "Regional Office of Magic": organisation); "" when nothing says."""
+    pools = _pool_index()
+    ws = [w for w in translation.lower().removeprefix("the ").split() if w.title() not in TITLES]
+    if not ws:
+        return ""
+    for phrase in (" ".join(ws), " ".join(ws[:-1] + [_singular(ws[-1])])):
+        if phrase in pools:
+            return pools[phrase]
+    if all(pools.get(w) == "person" or pools.get(_singular(w)) == "person" for w in ws):
+        return "person"
+    head = _head(" ".join(ws))
+    for kind in ("place", "organisation", "event", "spell", "object", "creature"):
+        if head in _HEADS[kind] or _singular(head) in _HEADS[kind]:
+            return kind
+    last = ws[-1] if "of" not in ws[1:] else head
+    return pools.get(last) or pools.get(_singular(last)) or ""
+
+
+def is_function_word(translation: str) -> bool:
+    """Only function words ("The", "However", "of the"), or one very common word."""
+    ws = [w.lower() for w in _WORD.findall(translation)]
+    return not ws or all(w in FUNCTION_WORDS for w in ws) or (len(ws) == 1 and zipf_frequency(ws[0], "en") >= 6.0)
+
+
+def _specific_words(targets: Iterable[str]) -> set[str]:
+    """The words of target terms that point at the target: a target that is one
+    word ("Harry", however common), and every word of a longer one that is not
+    ordinary English (zipf 3 or more: "Diagon" of "Diagon Alley", not "Alley")."""
+    out = set()
+    for t in targets:
+        ws = [w.removesuffix("'s") for w in t.split()]
+        if len(ws) == 1:
+            out.add(ws[0].lower())
+        out |= {w.lower() for w in ws if w not in _CONNECTORS and not _common(w, 3.0)}
+    return {w for w in out if len(w) >= 3}
+
+
+def translation_problems(key: str, translation: str, kind: str, targets: set[str],
+                         specific: set[str] | None = None) -> list[str]:
+    """Why ``translation`` may not stand for ``key`` (empty if it may).
+
+    ``kind`` is the key's type (``TYPES``, "" if unknown); ``targets`` every key
+    and target term. A translation is never a key or target term, never contains
+    one, never a piece of one (a word of it inside a target word, "Hog" of
+    "Hogwarts", unless it is ordinary English; or a target word inside a word of
+    it, "Ron" in "Ronson"), never only function words, and never of another kind
+    for a person (a person is not translated as a place, nor a place as a person)."""
+    if specific is None:
+        specific = _specific_words(targets)
+    low = translation.lower()
+    problems = []
+    target_low = {t.lower() for t in targets}
+    if low in target_low or low.removeprefix("the ") in target_low:
+        problems.append("is a key or target term")
+    else:
+        inside = [t for t in targets if t.lower() != key.lower() and terms.mentions(translation, t)
+                  and (" " in t or t.lower() in specific)]
+        if inside:
+            problems.append(f"contains the target term {inside[0]!r}")
+    words = [w.removesuffix("'s").lower() for w in _WORD.findall(translation)]
+    key_words = {w.lower() for w in key.split()}
+    for w in words:
+        if w in key_words and w not in specific:
+            continue   # the key's own ordinary words ("Hat" of "Sorting Hat") may stay
+        if w in specific and not problems:
+            problems.append(f"{w!r} is a word of a target term")
+            break
+        if not _common(w, 4.0):
+            host = next((s for s in specific if w != s and w in s), None)
+            if len(w) >= 3 and host:
+                problems.append(f"{w!r} is a piece of the target word {host!r}")
+                break
+        part = next((s for s in specific if s != w and s in w), None)
+        if part:
+            problems.append(f"contains the target word {part!r}")
+            break
+    if is_function_word(translation):
+        problems.append("only function words")
+    reads_as = translation_type(translation)
+    if kind == "person" and reads_as and reads_as != "person":
+        problems.append(f"a person translated as a {reads_as}")
+    elif kind == "person" and not all(w[:1].isupper() for w in translation.split()):
+        problems.append("a person translated as a common noun")
+    elif kind and kind != "person" and reads_as == "person":
+        problems.append(f"a {kind} translated as a person")
+    return problems
+
+
+def target_terms(text: str, ranked: pd.DataFrame | None = None, min_specificity: float = 2.0,
+                 extra: Iterable[str] = ()) -> set[str]:
+    """Terms a translation must stay clear of: every candidate of ``text``
+    (names and their parts, "Alley" of "Diagon Alley" included) at least 100
+    times more frequent there than in English (``min_specificity`` 2), the
+    ranked terms as specific as that, and ``extra`` (the dictionary's keys, terms
+    to avoid)."""
+    table = candidate_terms(text, min_count=2)
+    out = set(table.loc[specificity(table, max(1, len(_words(text)))) >= min_specificity, "term"])
+    if ranked is not None and "specificity" in ranked:
+        out |= set(ranked.loc[ranked["specificity"] >= min_specificity, "term"])
+    return out | set(extra)
+
+
+def _boost_in_contexts(pair: ModelPair, tok, contexts: Sequence[str], words: Sequence[str],
+                       batch_size: int = 8) -> dict[str, float]:
+    """Mean log P_R(" word" | context) - log P_B(...) per token, over ``contexts``."""
+    pairs = [(c, " " + w) for w in words for c in contexts]
+    if not pairs:
+        return {w: 0.0 for w in words}
+    with pair.trained() as R:
+        lp_r = scoring.continuation_logprobs(R, tok, pairs, batch_size)
+    with pair.base() as B:
+        lp_b = scoring.continuation_logprobs(B, tok, pairs, batch_size)
+    diff = (lp_r - lp_b).tolist()
+    out = {}
+    for i, w in enumerate(words):
+        n_tok = max(1, len(tok(" " + w, add_special_tokens=False)["input_ids"]))
+        chunk = diff[i * len(contexts):(i + 1) * len(contexts)]
+        out[w] = sum(chunk) / len(chunk) / n_tok
+    return out
+
+
+REJECTED_COLUMNS = ["key", "translation", "source", "reason"]
+
+
+def validate_translations(dictionary: AnchorDict, text: str, targets: Iterable[str] | None = None,
+                          types: dict[str, str] | None = None, pair: ModelPair | None = None, tok=None,
+                          boost_threshold: float = 0.5, source: str = "") -> tuple[AnchorDict, pd.DataFrame]:
+    """Check every translation with the rules of ``translation_problems`` (and,
+    with B and R, that reinforcement did not raise it: boost in the key's
+    contexts at most ``boost_threshold`` nats per token).
+
+    ``targets``: terms to stay clear of (default: ``target_terms(text)``); the
+    dictionary's keys always count. ``types``: key -> type (default: from each
+    entry's note, else inferred from ``text``). Returns (the entries with their
+    valid translations, keys without any left out; a DataFrame of what was
+    rejected: key, translation, source, reason)."""
+    keys = dictionary.keys()
+    targets = (target_terms(text) if targets is None else set(targets)) | set(keys)
+    specific = _specific_words(targets)
+    types = dict(types or {})
+    missing = [k for k in keys if k not in types and not coarse_type(dictionary[k].note)]
+    if missing:
+        types.update(_infer_key_types(missing, text))
+    out, rejected = AnchorDict(), []
+    for key in keys:
+        entry = dictionary[key]
+        kind = types.get(key) or coarse_type(entry.note)
+        kind = coarse_type(kind) or kind
+        boosts = {}
+        if pair is not None and tok is not None:
+            contexts = contexts_of(key, text, n=2)
+            boosts = _boost_in_contexts(pair, tok, contexts, entry.translations) if contexts else {}
+        good = []
+        for t in entry.translations:
+            problems = translation_problems(key, t, kind, targets, specific)
+            if boosts.get(t, 0.0) > boost_threshold:
+                problems.append(f"reinforcement raised it (boost {boosts[t]:.2f} nats/token): target-specific")
+            if problems:
+                rejected.append({"key": key, "translation": t, "source": source or entry.provenance,
+                                 "reason": "; ".join(problems)})
+            else:
+                good.append(t)
+        if good:
+            out.add(Entry(key, good, entry.provenance, entry.note))
+        else:
+            rejected.append({"key": key, "translation": "", "source": source or entry.provenance,
+                             "reason": "no valid translation left: key dropped"})
+    return out, pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
+
+
+def rejections(dictionary: AnchorDict) -> pd.DataFrame:
+    """What ``propose_translations`` or ``llm_propose`` rejected while building
+    ``dictionary``, and why (key, translation, source, reason): for the review table."""
+    found = getattr(dictionary, "rejected", None)
+    return found.copy() if found is not None else pd.DataFrame(columns=REJECTED_COLUMNS)
+
+
+def _infer_key_types(keys: Sequence[str], text: str) -> dict[str, str]:
+    """Types of ``keys`` inferred from ``text`` (with the text's other candidates as company)."""
+    return {k: row["type"] for k, row in _typed_rows(keys, text).items()}
+
+
+def _typed_rows(keys: Sequence[str], text: str, ranked: pd.DataFrame | None = None) -> dict[str, dict]:
+    if ranked is not None and "type" in ranked and set(keys) <= set(ranked["term"]):
+        rows = ranked.set_index("term")
+        return {k: rows.loc[k].to_dict() for k in keys}
+    table = candidate_terms(text, min_count=1)
+    index = _index(text)
+    extra = [k for k in keys if k not in set(table["term"])]
+    if extra:
+        table = pd.concat([table, pd.DataFrame({"term": extra, "count": [index.count(k) for k in extra],
+                                                "kind": "proper noun"})], ignore_index=True)
+    typed = infer_types(table, text, index).set_index("term")
+    return {k: typed.loc[k].to_dict() for k in keys}
+
+
+# ----------------------------------------------------------------- offline translations
+def _plural(word: str) -> str:
+    if re.search(r"(s|x|z|ch|sh)$", word):
+        return word + "es"
+    if re.search(r"[^aeiou]y$", word):
+        return word[:-1] + "ies"
+    return word + "s"
+
+
+def _pluralise(phrase: str) -> str:
+    ws = phrase.split()
+    return " ".join(ws[:-1] + [_plural(ws[-1])])
+
+
+def _title(phrase: str) -> str:
+    return " ".join(w if w in _CONNECTORS else w[:1].upper() + w[1:] for w in phrase.split())
+
+
+class _Picker:
+    """Draws translations from the pools: seeded, each used once, and only ones
+    that pass ``translation_problems`` for the key."""
+
+    def __init__(self, targets: set[str], seed: int):
+        self.pools = {k: [p.removeprefix("the ") for p in v] for k, v in name_pools().items()}
+        self.targets, self.specific = targets, _specific_words(targets)
+        self.rng, self.used = random.Random(seed), set()
+        self.rejected: list[dict] = []
+
+    def pick(self, key: str, kind: str, pools: Sequence[str], form=lambda s: s, avoid: Iterable[str] = ()) -> str:
+        """A valid pool entry for ``key``; one no other key has yet, while there is one."""
+        items = [form(p) for name in pools for p in self.pools.get(name, [])]
+        avoid = {a.lower() for a in avoid}
+        fallback = None
+        for t in self.rng.sample(items, len(items)):
+            if t.lower() in avoid:
+                continue
+            if t.lower() in self.used:
+                fallback = fallback or t
+                continue
+            problems = translation_problems(key, t, kind, self.targets, self.specific)
+            if problems:
+                self.rejected.append({"key": key, "translation": t, "source": "pool", "reason": "; ".join(problems)})
+                continue
+            self.used.add(t.lower())
+            return t
+        if fallback is not None and not translation_problems(key, fallback, kind, self.targets, self.specific):
+            return fallback   # the pools are used up: share an entry rather than fail
+        raise AnchorError(f"the pools {list(pools)} have no usable translation left for {key!r}: "
+                          "add entries to name_pools.json")
+
+
+def _first_name_pools(gender: str) -> list[str]:
+    return {"male": ["first_names_male"], "female": ["first_names_female"]}.get(
+        gender, ["first_names_male", "first_names_female"])
+
+
+def _type_pools(kind: str, row: dict) -> list[str]:
+    """The pools for a non-person term of ``kind``; ``row`` holds its
+    features (``the``: how often the text says "the X")."""
+    the = float(row.get("the", 0.0) or 0.0)
+    if kind == "place":
+        return ["place_nouns"] if the >= 0.5 else ["places"]
+    if kind == "organisation":
+        if row.get("countable", False):
+            return ["members"]   # "an Auror", "Death Eaters": one member of a group
+        return ["organisations"] if the >= 0.5 else ["organisation_names"]
+    if kind == "creature":
+        named = the < 0.2 and not row.get("countable", False)
+        return ["pet_names"] if named else ["creatures"]
+    if kind == "spell":
+        return ["spells"]
+    if kind == "event":
+        return ["events"]
+    if row.get("sport", False):
+        return ["games"]
+    return ["objects"]
+
+
+def propose_translations(new: Sequence[str], text: str, pair: ModelPair | None = None, tok=None, seed: int = 0,
+                         n: int = 2, avoid: Iterable[str] = (), ranked: pd.DataFrame | None = None,
+                         boost_threshold: float = 0.5) -> AnchorDict:
+    """Generic translations for extracted terms, offline, generic by construction.
+
+    Each term gets a type (from ``ranked``, the table ``extract_candidates``
+    returned, or inferred from ``text``), recorded in its note, and ``n``
+    translations from the pools of that type (``name_pools.json``): first names
+    for first names (by gender), surnames for surnames, places for places... A
+    full name is translated part by part, so "Harry Potter" -> "Jon Parker" when
+    "Harry" -> "Jon" and "Potter" -> "Parker" (the i-th translations agree); a
+    plural follows its singular; ordinary words of a name stay ("Sorting Hat" ->
+    "Velvet Hat"). With B and R (``pair``), B's own top predictions where the
+    term is masked are tried first, kept only if they pass every rule.
+
+    Every translation passes ``translation_problems`` against the terms, ``avoid``
+    (existing keys) and the text's target terms. What was rejected on the way
+    is in ``rejections(result)``."""
+    new = list(dict.fromkeys(new))
+    rows = _typed_rows(new, text, ranked)
+    targets = target_terms(text, ranked, extra=[*new, *avoid])
+    picker = _Picker(targets, seed)
+    out, words = AnchorDict(), {}   # words: a name part -> its n translations, shared by every key using it
+    have = set(new)
+
+    def n_picks(key, kind, pools, form=_title):
+        picks = []
+        for _ in range(n):
+            picks.append(picker.pick(key, kind, pools, form, avoid=picks))
+        return picks
+
+    def by_model(key, kind):
+        if pair is None or tok is None or " " in key:
+            return []
+        found = _masked_predictions(pair, tok, key, text, n=2 * n)
+        if not found:
+            return []
+        boosts = _boost_in_contexts(pair, tok, contexts_of(key, text, n=2), found)
+        keep = []
+        for t in found:
+            problems = translation_problems(key, t, kind, targets, picker.specific)
+            if kind == "person" and translation_type(t) != "person":
+                problems.append("not a generic name (person names come from the name pools)")
+            if boosts.get(t, 0.0) > boost_threshold:
+                problems.append(f"reinforcement raised it (boost {boosts[t]:.2f} nats/token): target-specific")
+            if problems or t.lower() in picker.used:
+                picker.rejected.append({"key": key, "translation": t, "source": "model",
+                                        "reason": "; ".join(problems) or "already used"})
+            else:
+                keep.append(t)
+                picker.used.add(t.lower())
+        return keep[:n]
+
+    def person_part(word, role, gender):
+        if word not in words:
+            # unknown gender: one gender for all of the key's translations
+            gender = gender or picker.rng.choice(["male", "female"])
+            pools = ["surnames"] if role == "surname" else _first_name_pools(gender)
+            words[word] = n_picks(word, "person", pools)
+        return words[word]
+
+    order = sorted(new, key=lambda t: (len(t.split()), bool(_plural_pair(t, have))))
+    for key in order:
+        row = rows[key]
+        kind = row.get("type") or "object"
+        singular = _plural_pair(key, have)
+        if singular and singular in out:
+            translations = [_pluralise(t) for t in out[singular].translations]
+        elif kind == "person":
+            translations = _person_translations(key, row, person_part, rows)
+        else:
+            translations = by_model(key, kind)
+            translations += _thing_translations(key, kind, row, words, picker, n - len(translations))
+        translations = translations[:n]
+        if key[0].islower() and kind != "person":
+            translations = [t.lower() for t in translations]
+        if " " not in key and key not in words:
+            words[key] = translations
+        note = _note({**row, "type": kind})
+        out.add(Entry(key, translations, "extracted", note))
+    # composed names and plurals were built from checked parts: check every entry once more, as a whole
+    out = AnchorDict(out[k] for k in new)
+    valid, rejected = validate_translations(out, text, targets=targets,
+                                            types={k: coarse_type(out[k].note) for k in out.keys()})
+    valid.rejected = pd.DataFrame(picker.rejected + rejected.to_dict("records"), columns=REJECTED_COLUMNS)
+    return valid
+
+
+def _person_translations(key: str, row: dict, person_part, rows: dict) -> list[str]:
+    ws = key.split()
+    if len(ws) == 1:
+        role = row.get("role") or "first name"
+        return list(person_part(key, "surname" if role == "surname" else "first name", row.get("gender", "")))
+    gender = row.get("gender", "")
+    parts = []
+    for i, w in enumerate(ws):
+        if w in TITLES or w in _CONNECTORS:
+            parts.append(None)
+            continue
+        part_row = rows.get(w, {})
+        role = part_row.get("role") if part_row.get("type") == "person" else ""
+        role = role or ("surname" if i == len(ws) - 1 else "first name")
+        parts.append(person_part(w.removesuffix("'s"), role, part_row.get("gender") or gender))
+    n = len(next(p for p in parts if p is not None))
+    return [" ".join(w if p is None else p[i] + ("'s" if w.endswith("'s") else "") for w, p in zip(ws, parts))
+            for i in range(n)]
+
+
+def _thing_translations(key: str, kind: str, row: dict, words: dict, picker: _Picker, n: int) -> list[str]:
+    """Translations of a non-person term: a type-matched pool entry. A multi-word
+    name whose parts have translations is translated through them ("Battle of
+    Hogwarts" -> "Battle of Westfield", "Malfoy Manor" -> "Fisher Manor"); one
+    whose head is an ordinary word gets a new modifier ("Sorting Hat" -> "Velvet
+    Hat"). Whatever fails the rules is replaced by a pool entry."""
+    if n <= 0:
+        return []
+    pools = _type_pools(kind, row)
+
+    def whole(avoid):
+        return picker.pick(key, kind, pools, _title, avoid=avoid)
+
+    ws = key.split()
+    content = [i for i, w in enumerate(ws) if w not in _CONNECTORS and w not in TITLES]
+    head = len(ws) - 1 if "of" not in ws[1:] else ws.index("of") - 1
+    low_targets = {t.lower() for t in picker.targets}
+
+    def ordinary(w):
+        return w.lower() not in low_targets and w.lower() not in picker.specific
+
+    # parts translated by one word each ("Hogwarts" -> "Westfield"), not by a phrase
+    translated = [i for i in content if ws[i].removesuffix("'s") in words
+                  and all(" " not in t for t in words[ws[i].removesuffix("'s")])]
+    if len(ws) == 1 or not content:
+        plan = None
+    elif translated and all(i in translated or ordinary(ws[i].removesuffix("'s")) for i in content):
+        plan = translated   # every other word is ordinary English: keep it
+    elif not translated and head == len(ws) - 1 and all(ordinary(ws[i].removesuffix("'s")) for i in content):
+        plan = [i for i in content if i != head]   # "Sorting Hat", "Great Hall": a new modifier
+        words = {}
+    else:
+        plan = None
+    out = []
+    for j in range(n):
+        t = None
+        if plan:
+            new_ws = list(ws)
+            for i in plan:
+                w, poss = ws[i].removesuffix("'s"), ("'s" if ws[i].endswith("'s") else "")
+                new_ws[i] = (words[w][j % len(words[w])] + poss if w in words
+                             else picker.pick(key, "", ["modifiers"], _title))
+            t = " ".join(new_ws)
+            problems = translation_problems(key, t, kind, picker.targets, picker.specific)
+            if problems or t.lower() in picker.used or t in out:
+                picker.rejected.append({"key": key, "translation": t, "source": "pool",
+                                        "reason": "; ".join(problems) or "already used"})
+                t = None
+        t = t or whole(out)
+        picker.used.add(t.lower())
+        out.append(t)
+    return out
+
+
+def _masked_predictions(pair: ModelPair, tok, term: str, text: str, n: int) -> list[str]:
+    """B's most likely next words where ``term`` is masked (its contexts end just
+    before it), same capitalisation as the term, most probable first."""
+    found: dict[str, float] = {}
+    for ctx in contexts_of(term, text, n=2):
+        with pair.base() as B:
+            table = scoring.next_token_topk(B, tok, ctx, k=30)
+        for token, p in zip(table["token"], table["prob"]):
+            word = token.strip()
+            if word.isalpha() and len(word) > 2 and word[0].isupper() == term[0].isupper():
+                found[word] = found.get(word, 0.0) + p
+    return [w for w, _ in sorted(found.items(), key=lambda kv: -kv[1])][:n]
+
+
+# ----------------------------------------------------------------- LLM proposals
+LLM_SCHEMA = {
+    "type": "object",
+    "properties": {"entries": {"type": "array", "items": {
+        "type": "object",
+        "properties": {"key": {"type": "string", "minLength": 1},
+                       "translations": {"type": "array", "minItems": 1,
+                                        "items": {"type": "string", "minLength": 1}}},
+        "required": ["key", "translations"], "additionalProperties": False}}},
+    "required": ["entries"], "additionalProperties": False,
+}
+
+LLM_INSTRUCTIONS = (
+    "You help remove knowledge of one fictional world from a text. In the passage, find the "
+    "expressions that are idiosyncratic to that world (character names, places, creatures, spells, "
+    "objects, invented words). For each, give one to three generic alternatives that keep the "
+    "sentence coherent: a name becomes a common name of the same kind and gender, a place a generic "
+    "place, an invented word an ordinary word of the same part of speech and number. Reply with "
+    "JSON only: {\"entries\": [{\"key\": ..., \"translations\": [...]}]}. Keys must appear verbatim "
+    "in the passage.")
+
+
+def llm_propose(client, passages: Sequence[str], text: str | None = None, avoid: Iterable[str] = (),
+                pair: ModelPair | None = None, tok=None) -> AnchorDict:
+    """Ask an OpenAI-compatible model (``llm_client.LLMClient``) for entries, passage by
+    passage, like the paper's GPT-4 step. Keys must occur verbatim in their passage;
+    every translation then passes the same rules as the offline ones
+    (``validate_translations``, against ``text``, default the passages, and
+    ``avoid``). What was rejected is in ``rejections(result)``."""
+    out, rejected = AnchorDict(), []
+    for passage in passages:
+        answer = client.chat_json([{"role": "system", "content": LLM_INSTRUCTIONS},
+                                   {"role": "user", "content": passage}], LLM_SCHEMA)
+        for item in answer["entries"]:
+            key = item["key"].strip()
+            translations = [t.strip() for t in item["translations"]]
+            if not key or terms.count(key, passage) == 0:
+                rejected.append({"key": key, "translation": " | ".join(translations), "source": "llm",
+                                 "reason": "the key does not occur in its passage"})
+                continue
+            if is_function_word(key):
+                rejected.append({"key": key, "translation": " | ".join(translations), "source": "llm",
+                                 "reason": "the key is a function word"})
+                continue
+            try:
+                out.add(Entry(key, translations, "llm"))
+            except AnchorError as err:   # e.g. a translation equal to its key: drop it, keep the rest
+                keep = [t for t in translations if t and t.lower() != key.lower()]
+                rejected.append({"key": key, "translation": " | ".join(t for t in translations if t not in keep),
+                                 "source": "llm", "reason": str(err)})
+                if keep:
+                    out.add(Entry(key, keep, "llm"))
+    text = text if text is not None else "\n\n".join(passages)
+    if len(out):
+        types = _infer_key_types(out.keys(), text)
+        for key in out.keys():
+            out[key].note = types[key]
+        targets = target_terms(text, extra=[*out.keys(), *avoid])
+        out, bad = validate_translations(out, text, targets=targets, types=types, pair=pair, tok=tok,
+                                         source="llm")
+        rejected += bad.to_dict("records")
+    out = apply_merge_rules(out)
+    out.rejected = pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
+    return out

@@ -1,0 +1,348 @@
+"""Building the anchored-terms dictionary offline from the text alone (issue 15):
+the core names are found even when they are common English words, every key gets
+a type from the text's cues, and no translation is a key, a piece of one, a target
+term, a function word, or of the wrong type; the LLM path obeys the same rules."""
+import re
+
+import pytest
+import torch
+from conftest import make_tiny_pair
+from wordfreq import zipf_frequency
+
+from nbsupport import scoring, term_mining, terms
+from nbsupport.dictionary import AnchorDict, Entry
+
+# A small world of our own: the core names are ordinary English words or names
+# ("Harry", "Ron", "Black"), the rest invented; each has the cues a reader would use.
+WORLD = """\
+Harry Potter arrived at Vexmoor Academy on a grey morning. Harry said little on the first day.
+Ron Weasley met Harry on the train, and Ron said that the Weasleys had all studied at Vexmoor.
+Professor Quenn taught charms at Vexmoor Academy. Professor Quenn said that every student must learn to cast Flumbrix.
+Harry tried to cast Flumbrix in class, and the spell lit the whole room. Ron cast Flumbrix too, badly.
+Harry and Ron walked to Drellport after lunch. In Drellport they bought sweets and a map.
+Sirius Black wrote to Harry from Drellport. Black said he was hiding near the harbour.
+Harry told Ron about the letter. Ron thought Sirius was brave. Harry agreed with him.
+The Order of the Lantern met in secret at Drellport. Sirius was a member of the Order of the Lantern.
+Harry saw a Grindlehorn near the lake. The Grindlehorn flew over the castle, and two Grindlehorns hooted at night.
+Ron said the Grindlehorns were dangerous. Harry laughed and said they were only birds.
+During the Battle of Stonereach, Harry fought beside Ron and Sirius. Quenn fought too.
+After the Battle of Stonereach, Harry went home. Mrs Weasley cooked dinner for Harry and Ron.
+Hermione Granger joined them at Vexmoor. She said that Harry should read more. Hermione was always right.
+Hermione smiled, and she opened her book. Harry thanked Hermione for her help.
+An Auror came to Vexmoor, and two Aurors guarded the gate. Harry wanted to be an Auror. Sirius said an Auror must be brave.
+The Aurors said that Harry was ready.
+Harry found the Glimmerstone in the library. He held the Glimmerstone up to the light.
+Harry Potter never forgot Vexmoor. Ron Weasley and Hermione Granger never forgot it either.
+"""
+
+CORE = ["Harry", "Ron", "Weasley", "Sirius", "Hermione"]
+
+
+def assert_generic(d: AnchorDict, text: str, also: tuple = ()) -> None:
+    """No translation is a key, a target term, a word of one, a piece of one
+    ("Hog" of "Hogwarts"), contains one ("Ronson"), or only function words;
+    checked here without the extractor's own rule function."""
+    keys = set(d.keys()) | set(also)
+    target_words = {w.lower() for k in keys for w in k.replace("'s", "").split()
+                    if len(w) >= 3 and (" " not in k or zipf_frequency(w, "en") < 3.0)}
+    for key in d.keys():
+        assert d[key].translations, key
+        for t in d[key].translations:
+            assert t.lower() not in {k.lower() for k in keys}, (key, t)
+            words = [w.lower() for w in re.findall(r"[A-Za-z]+", t.replace("'s", ""))]
+            assert not all(w in term_mining.FUNCTION_WORDS for w in words), (key, t)
+            for w in words:
+                if w in key.lower().split() and w not in target_words:
+                    continue   # an ordinary word of the key itself ("Hat" of "Sorting Hat")
+                assert w not in target_words, (key, t, w)
+                assert not any(p in w for p in target_words), (key, t, w)
+                if zipf_frequency(w, "en") < 4.0 and len(w) >= 3:
+                    assert not any(w in p for p in target_words), (key, t, w)
+            if term_mining.coarse_type(d[key].note) == "person":
+                assert term_mining.translation_type(t) in ("person", ""), (key, t)
+
+
+@pytest.fixture(scope="module")
+def ranked():
+    return term_mining.extract_candidates(WORLD, min_count=2)
+
+
+@pytest.fixture(scope="module")
+def built(ranked):
+    new = term_mining.new_terms(ranked, AnchorDict(), 30)
+    return term_mining.propose_translations(new, WORLD, seed=0, ranked=ranked)
+
+
+# ----------------------------------------------------------------- finding and ranking
+def test_the_one_term_matcher_counts_and_places_every_candidate():
+    index = term_mining.TextIndex(WORLD)
+    for term in ["Harry", "Ron", "Order of the Lantern", "Grindlehorn", "Weasleys", "Battle of Stonereach"]:
+        assert index.spans(term) == terms.spans(term, WORLD)
+    table = term_mining.candidate_terms(WORLD)
+    assert all(c == terms.count(t, WORLD) for t, c in zip(table["term"], table["count"]))
+    # the notebooks' call shape: rank a plain (term, count, kind) table
+    ranked = term_mining.rank_candidates(table[["term", "count", "kind"]], WORLD)
+    assert ranked["score"].is_monotonic_decreasing and "specificity" in ranked
+
+
+def test_core_names_come_first_even_when_common_in_english(ranked):
+    assert zipf_frequency("harry", "en") > 4.5 and zipf_frequency("ron", "en") > 4   # ordinary English
+    top = list(ranked["term"].head(10))
+    assert set(CORE[:2]) <= set(top[:3]), top
+    assert set(CORE) <= set(top), top
+    assert set(ranked["term"]) >= {"Vexmoor", "Drellport", "Flumbrix", "Grindlehorn", "Glimmerstone",
+                                   "Order of the Lantern", "Battle of Stonereach"}
+    assert ranked["score"].is_monotonic_decreasing
+    for col in ("term", "count", "kind", "score", "type", "specificity"):
+        assert col in ranked
+
+
+def test_rarity_alone_would_rank_the_core_names_low(ranked):
+    # the old ranking (specificity only) put every one-off invented word above "Harry"
+    spec = ranked.sort_values("specificity", ascending=False)["term"].tolist()
+    assert spec.index("Harry") > spec.index("Glimmerstone")
+    assert ranked["term"].tolist().index("Harry") < ranked["term"].tolist().index("Glimmerstone")
+
+
+def test_parts_of_names_and_full_names(ranked):
+    have = set(ranked["term"])
+    assert {"Harry", "Ron", "Weasley", "Sirius", "Granger"} <= have
+    # covered by its parts: the paper's merge rule, applied while ranking
+    assert "Ron Weasley" not in have and "Hermione Granger" not in have
+    # "Potter", common in English, is never used alone here: only the full name is a key
+    assert "Potter" not in have and "Harry Potter" in have
+    # a rare part of a person's name is a key even if never used alone ("Granger")
+    assert dict(zip(ranked["term"], ranked["alone"]))["Granger"] == 0
+    place = "They lived in Little Hangleton. Little Hangleton was quiet. We left Little Hangleton."
+    terms_ = set(term_mining.extract_candidates(place)["term"])
+    assert "Little Hangleton" in terms_ and "Hangleton" not in terms_
+
+
+def test_common_part_needs_uses_of_its_own():
+    text = ("Sirius Black smiled. Sirius Black left. Harry met Sirius Black. "
+            "The black dog barked. Harry met Sirius again.")
+    have = set(term_mining.extract_candidates(text)["term"])
+    assert "Sirius" in have and "Black" not in have and "Sirius Black" in have
+
+
+# ----------------------------------------------------------------- types
+def test_types_from_the_texts_own_cues(ranked):
+    types = dict(zip(ranked["term"], ranked["type"]))
+    assert types["Harry"] == "person" and types["Ron"] == "person" and types["Quenn"] == "person"
+    assert types["Vexmoor"] == "place" and types["Drellport"] == "place"
+    assert types["Flumbrix"] == "spell"
+    assert types["Order of the Lantern"] == "organisation"
+    assert types["Grindlehorn"] == "creature" and types["Grindlehorns"] == "creature"
+    assert types["Battle of Stonereach"] == "event"
+    assert types["Glimmerstone"] == "object"
+    assert types["Auror"] == "organisation" and types["Aurors"] == "organisation"   # a member of a group
+    roles = dict(zip(ranked["term"], ranked["role"]))
+    assert roles["Harry"] == "first name" and roles["Weasley"] == "surname" and roles["Granger"] == "surname"
+    assert roles["Harry Potter"] == "full name"
+    genders = dict(zip(ranked["term"], ranked["gender"]))
+    assert genders["Hermione"] == "female" and genders["Harry"] == "male"
+
+
+def test_types_are_recorded_in_the_notes_like_the_curated_ones(built):
+    for key in built.keys():
+        assert term_mining.coarse_type(built[key].note) in term_mining.TYPES, (key, built[key].note)
+    assert built["Harry"].note.startswith("person") and built["Vexmoor"].note == "place"
+    assert term_mining.coarse_type("person (female)") == "person"
+    assert term_mining.coarse_type("surname") == "person"
+    assert term_mining.coarse_type("house") == "organisation"
+    assert term_mining.coarse_type("potion") == "spell"
+    assert term_mining.coarse_type("sport") == "object" and term_mining.coarse_type("money") == "object"
+    assert term_mining.coarse_type("idiom") == ""
+
+
+# ----------------------------------------------------------------- translations
+def test_offline_translations_are_generic(built):
+    assert len(built) >= 15
+    assert_generic(built, WORLD)
+    for key in built.keys():
+        assert built[key].provenance == "extracted"
+
+
+def test_translations_follow_the_type(built):
+    reads = {k: {term_mining.translation_type(t) for t in built[k].translations} for k in built.keys()}
+    assert reads["Harry"] == {"person"} and reads["Vexmoor"] == {"place"}
+    assert reads["Order of the Lantern"] == {"organisation"}
+    assert reads["Battle of Stonereach"] <= {"event"}
+    assert reads["Grindlehorn"] == {"creature"}
+    pools = term_mining.name_pools()
+    assert set(built["Auror"].translations) <= set(pools["members"])
+    assert built["Aurors"].translations == [t + "s" for t in built["Auror"].translations]
+    assert set(built["Harry"].translations) <= set(pools["first_names_male"])
+    assert set(built["Hermione"].translations) <= set(pools["first_names_female"])
+    assert set(built["Weasley"].translations) <= set(pools["surnames"])
+    # a plural follows its singular
+    assert all(p.startswith(s) or p[:-3] == s[:-1] for s, p in zip(built["Grindlehorn"].translations,
+                                                                    built["Grindlehorns"].translations))
+
+
+def test_full_names_agree_with_their_parts():
+    d = term_mining.propose_translations(["Harry", "Potter", "Harry Potter", "Sirius Black", "Sirius"],
+                                         WORLD, seed=3)
+    for i in range(2):
+        assert d["Harry Potter"].translations[i] == f"{d['Harry'].translations[i]} {d['Potter'].translations[i]}"
+        assert d["Sirius Black"].translations[i].split()[0] == d["Sirius"].translations[i]
+    assert_generic(d, WORLD)
+    # different keys, different people
+    firsts = [d[k].translations[0] for k in ("Harry", "Sirius")]
+    assert len(set(firsts)) == 2
+
+
+def test_a_person_is_never_translated_as_a_place(built):
+    for key in built.keys():
+        if term_mining.coarse_type(built[key].note) == "person":
+            assert all(term_mining.translation_type(t) != "place" for t in built[key].translations)
+    problems = term_mining.translation_problems("Fleur Delacour", "The northern village", "person", set())
+    assert "a person translated as a place" in problems
+    assert "a place translated as a person" in term_mining.translation_problems("Vexmoor", "Jennifer", "place", set())
+
+
+def test_seeded_and_deterministic(ranked):
+    new = term_mining.new_terms(ranked, AnchorDict(), 10)
+    a = term_mining.propose_translations(new, WORLD, seed=1, ranked=ranked)
+    b = term_mining.propose_translations(new, WORLD, seed=1, ranked=ranked)
+    assert a.to_json() == b.to_json()
+
+
+def test_existing_keys_are_avoided():
+    d = term_mining.propose_translations(["Quenn"], WORLD, seed=0, avoid=["Glimmerstone", "Daniel"])
+    assert_generic(d, WORLD, also=("Glimmerstone", "Daniel", "Harry", "Ron"))
+    assert "Daniel" not in d["Quenn"].translations
+
+
+# ----------------------------------------------------------------- the rules and what they reject
+ISSUE_15 = AnchorDict([
+    Entry("Occlumency", ["Potter", "Mind Shield"], "extracted", "spell"),
+    Entry("Scabbers", ["Ron", "Whiskers"], "extracted", "creature"),
+    Entry("Ollivander", ["Hog", "Smith"], "extracted", "person (surname)"),
+    Entry("Nagini", ["Mal", "Sasha"], "extracted", "creature"),
+    Entry("Fleur Delacour", ["The northern village", "Claire Dubois"], "extracted", "person (full name)"),
+    Entry("Hermione", ["The", "However"], "extracted", "person (first name)"),
+    Entry("Ginny", ["Ronson", "Amy"], "extracted", "person (first name)"),
+])
+ISSUE_TEXT = ("Harry Potter went to Hogwarts with Ron. Malfoy sneered at Ron. Scabbers slept. "
+              "Ollivander sold wands. Nagini hissed. Hermione read about Occlumency. Fleur Delacour smiled. "
+              "Ginny laughed at Malfoy. Hogwarts was quiet. Harry Potter slept.")
+
+
+def test_validation_rejects_the_issue_15_translations_with_reasons():
+    valid, rejected = term_mining.validate_translations(ISSUE_15, ISSUE_TEXT)
+    assert valid["Occlumency"].translations == ["Mind Shield"]
+    assert valid["Scabbers"].translations == ["Whiskers"]
+    assert valid["Ollivander"].translations == ["Smith"]
+    assert valid["Nagini"].translations == ["Sasha"]
+    assert valid["Fleur Delacour"].translations == ["Claire Dubois"]
+    assert valid["Ginny"].translations == ["Amy"]
+    assert "Hermione" not in valid
+    reasons = {(r.key, r.translation): r.reason for r in rejected.itertuples()}
+    assert "target term" in reasons[("Occlumency", "Potter")]
+    assert "target term" in reasons[("Scabbers", "Ron")]
+    assert "piece of the target word 'hogwarts'" in reasons[("Ollivander", "Hog")]
+    assert "piece of the target word 'malfoy'" in reasons[("Nagini", "Mal")]
+    assert "a person translated as a place" in reasons[("Fleur Delacour", "The northern village")]
+    assert "function words" in reasons[("Hermione", "The")] and "function words" in reasons[("Hermione", "However")]
+    assert "contains the target word 'ron'" in reasons[("Ginny", "Ronson")]
+    assert reasons[("Hermione", "")] == "no valid translation left: key dropped"
+    assert list(rejected.columns) == term_mining.REJECTED_COLUMNS
+    assert_generic(valid, ISSUE_TEXT, also=("Harry", "Ron", "Potter", "Hogwarts", "Malfoy"))
+
+
+def test_rejections_are_kept_for_the_review_table():
+    d = term_mining.propose_translations(["Quenn", "Vexmoor"], WORLD, seed=0)
+    table = term_mining.rejections(d)
+    assert list(table.columns) == term_mining.REJECTED_COLUMNS
+    empty = term_mining.rejections(AnchorDict())
+    assert empty.empty and list(empty.columns) == term_mining.REJECTED_COLUMNS
+
+
+def test_pools_hold_no_function_words_and_no_duplicates():
+    pools = term_mining.name_pools()
+    for name, items in pools.items():
+        assert len(items) == len(set(items)), name
+        assert not any(term_mining.is_function_word(i) for i in items), name
+    for name in ("first_names_male", "first_names_female", "surnames", "places", "organisations",
+                 "objects", "creatures", "pet_names", "spells", "events", "members", "modifiers"):
+        assert len(pools[name]) >= 12, name
+
+
+# ----------------------------------------------------------------- the LLM step
+class FakeClient:
+    def __init__(self, replies):
+        self.replies, self.calls = list(replies), []
+
+    def chat_json(self, messages, schema):
+        self.calls.append((messages, schema))
+        return self.replies.pop(0)
+
+
+def test_llm_proposals_pass_the_same_rules():
+    passages = ["Harry Potter met Ron at Vexmoor. Professor Quenn taught them to cast Flumbrix.",
+                "Ron and Harry visited Drellport. Quenn stayed at Vexmoor."]
+    client = FakeClient([
+        {"entries": [{"key": "Vexmoor", "translations": ["Riverside", "Harry"]},
+                     {"key": "Quenn", "translations": ["the old harbour town", "Mr Smith"]},
+                     {"key": "Flumbrix", "translations": ["Vex", "Light Charm"]},
+                     {"key": "Hogsmeade", "translations": ["Millbrook"]}]},
+        {"entries": [{"key": "Drellport", "translations": ["However", "Portsmouth"]},
+                     {"key": "Ron", "translations": ["Ron"]},
+                     {"key": "Harry", "translations": ["The", "and"]}]},
+    ])
+    d = term_mining.llm_propose(client, passages)
+    assert client.calls[0][1] is term_mining.LLM_SCHEMA
+    assert d["Vexmoor"].translations == ["Riverside"]
+    assert d["Quenn"].translations == ["Mr Smith"]
+    assert d["Flumbrix"].translations == ["Light Charm"]
+    assert d["Drellport"].translations == ["Portsmouth"]
+    assert "Hogsmeade" not in d and "Harry" not in d and "Ron" not in d
+    assert {d[k].provenance for k in d.keys()} == {"llm"}
+    assert term_mining.coarse_type(d["Quenn"].note) == "person"
+    reasons = {(r.key, r.translation): r.reason for r in term_mining.rejections(d).itertuples()}
+    assert "target term" in reasons[("Vexmoor", "Harry")]
+    assert "a person translated as a place" in reasons[("Quenn", "the old harbour town")]
+    assert "piece of the target word 'vexmoor'" in reasons[("Flumbrix", "Vex")]
+    assert "function words" in reasons[("Drellport", "However")]
+    assert reasons[("Hogsmeade", "Millbrook")] == "the key does not occur in its passage"
+    assert "translated to itself" in reasons[("Ron", "Ron")]
+    assert reasons[("Harry", "")] == "no valid translation left: key dropped"
+    assert_generic(d, "\n".join(passages), also=("Harry", "Ron", "Vexmoor", "Quenn", "Flumbrix", "Drellport"))
+
+
+# ----------------------------------------------------------------- with B and R
+def test_reinforcement_boost_is_r_minus_b_in_the_terms_contexts(tiny_tokenizer):
+    pair = make_tiny_pair(len(tiny_tokenizer))
+    text = ("Harry Potter studies magic at a school in the mountains. The owl flew over the castle at night. "
+            "Ron and Hermione are friends. The capital of France is Paris. Harry Potter studies magic.")
+    cands = ["Potter", "castle", "Paris"]
+    boost = term_mining.reinforcement_boost(pair, tiny_tokenizer, text, cands, n_contexts=2)
+    for term in cands:
+        pairs = [(ctx, " " + term) for ctx in term_mining.contexts_of(term, text, n=2)]
+        with pair.trained() as R:
+            lp_r = scoring.continuation_logprobs(R, tiny_tokenizer, pairs)
+        with pair.base() as B:
+            lp_b = scoring.continuation_logprobs(B, tiny_tokenizer, pairs)
+        n_tok = len(tiny_tokenizer(" " + term, add_special_tokens=False)["input_ids"])
+        expected = ((lp_r - lp_b).mean() / n_tok).item()
+        assert boost[term] == pytest.approx(expected, abs=1e-5)
+    assert boost.abs().max() > 1e-4   # R really differs from B: not a model compared with itself
+
+
+def test_with_a_pair_the_boost_joins_the_ranking_and_model_proposals_obey_the_rules(tiny_tokenizer):
+    pair = make_tiny_pair(len(tiny_tokenizer), seed=1)
+    torch.manual_seed(0)
+    ranked = term_mining.extract_candidates(WORLD, pair, tiny_tokenizer, boost_candidates=6)
+    assert "boost" in ranked and ranked["boost"].head(6).abs().sum() > 0
+    assert set(CORE[:2]) <= set(ranked["term"].head(8))
+    new = term_mining.new_terms(ranked, AnchorDict(), 8)
+    d = term_mining.propose_translations(new, WORLD, pair, tiny_tokenizer, seed=0, ranked=ranked)
+    assert_generic(d, WORLD)
+    assert set(d.keys()) == set(new)
+    rejected = term_mining.rejections(d)
+    assert set(rejected["source"]) <= {"model", "pool", "extracted"}
+    # B's masked proposals were tried, and the target names among them turned down
+    model = rejected[rejected["source"] == "model"]
+    assert len(model) and model["reason"].str.contains("key or target term").any()
+    assert not set(model["translation"]) & {t for k in d.keys() for t in d[k].translations}
