@@ -57,7 +57,7 @@ def probe_summary(table: pd.DataFrame, title: str = "Token-probability probes", 
     ax.set_yticks(list(y), means.index)
     ax.set_xlabel("mean probability mass")
     ax.set_title(f"{title} (n={len(table)}, familiarity {table['p_target'].mean():.3f})")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)   # beside the bars, never on them
     return fig, ax
 
 
@@ -102,18 +102,41 @@ def tradeoff(points: pd.DataFrame, title: str = "Forgetting against keeping", ax
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.5, 4.5))
     ax.axhspan(90, 100, xmin=0, xmax=1, color="#dfeedd", zorder=0)
     ax.axvline(3, color=NEUTRAL_COLOR, linestyle="--", linewidth=1)
+    labelled = []
     for group, rows in points.groupby("group", sort=False):
         ax.plot(rows["perplexity_rise"], rows["familiarity_drop"], marker="o", linestyle="-" if
                 group.startswith("steps") else "", label=group)
-        for _, r in rows.iterrows():
-            if r.get("annotate", True):
-                ax.annotate(r["name"], (r["perplexity_rise"], r["familiarity_drop"]), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")
+        labelled += [(r["perplexity_rise"], r["familiarity_drop"], r["name"]) for _, r in rows.iterrows()
+                     if r.get("annotate", True)]
+    annotate_points(ax, labelled)
     ax.set_xlabel("perplexity rise on generic text (%)")
     ax.set_ylabel("drop in mean target probability (%)")
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig, ax
+
+
+def annotate_points(ax, points, fontsize: int = 7, min_gap: float = 0.045):
+    """Label ``points`` ([(x, y, text), ...]) so that no two labels overlap: labels
+    are placed right of their point, and a label that would sit within ``min_gap``
+    (a fraction of the axes' height) of one already placed moves down or up, to the
+    nearest free place inside the axes, with a thin line back to its point.
+    Returns the label artists."""
+    placed, artists = [], []
+    ax.figure.canvas.draw()  # the limits are final once everything is plotted
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    for x, y, text in sorted(points, key=lambda p: -p[1]):
+        fx, fy = (x - x0) / ((x1 - x0) or 1), (y - y0) / ((y1 - y0) or 1)
+        shifts = [0.0] + [sign * k * min_gap for k in range(1, 40) for sign in (-1, 1)]
+        free = [fy + d for d in shifts if 0.02 <= fy + d <= 0.98
+                and not any(abs(fy + d - py) < min_gap and abs(fx - px) < 0.25 for px, py in placed)]
+        ty = free[0] if free else fy
+        placed.append((fx, ty))
+        artists.append(ax.annotate(text, (x, y), xytext=(fx + 0.015, ty), textcoords="axes fraction",
+                                   fontsize=fontsize, va="center",
+                                   arrowprops={"arrowstyle": "-", "lw": 0.4, "color": NEUTRAL_COLOR}
+                                   if ty != fy else None))
+    return artists
 
 
 def recovery_curves(table: pd.DataFrame, title: str = "Relearning: how much comes back"):

@@ -69,3 +69,21 @@ def test_generation_explorer_static_is_inference_time_whp(tiny_pair, tiny_tokeni
                                                                 progress=False)[0]
     box = widgets.generation_explorer(tiny_pair, tiny_tokenizer, "Harry", [1.0, 5.0], max_new_tokens=3)
     assert box.children[1].value == 5.0
+
+
+def test_tradeoff_labels_never_overlap():
+    import matplotlib
+    matplotlib.use("Agg")
+    from nbsupport import plots
+
+    # five models at almost the same place: their labels must be spread out
+    points = pd.DataFrame({"group": ["main"] * 5, "name": [f"model {i}" for i in range(5)],
+                           "perplexity_rise": [2.0, 2.05, 2.1, 2.0, 2.02], "familiarity_drop": [70, 70.5, 71, 69.8, 70.2]})
+    fig, ax = plots.tradeoff(points)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [matplotlib.text.Text.get_window_extent(t, renderer) for t in ax.texts]   # the text, not its line
+    assert len(boxes) == 5
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    axes_box = ax.get_window_extent()
+    assert all(axes_box.y0 <= b.y0 and b.y1 <= axes_box.y1 for b in boxes)   # inside the axes
