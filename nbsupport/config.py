@@ -86,10 +86,10 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {**_CPU, "n_token_probes": 16, "n_completion_prompts": 4, "completion_tokens": 12,
               "n_knowledge_probes": 16, "corpus_tokens": 1024, "block_size": 128,
               "reinforce_batch_size": 2, "reinforce_max_steps": 4, "n_extracted": 20,
-              "boost_candidates": 8, "finetune_max_steps": 4, "finetune_batch_size": 2, "probe_every": 2,
-              "step_probes": 8, "eval_completions": 4, "sweep_alphas": [10.0], "sweep_lrs": [],
+              "boost_candidates": 8, "finetune_max_steps": 4, "finetune_batch_size": 2, "probe_every": 4,
+              "step_probes": 4, "eval_completions": 4, "sweep_alphas": [10.0], "sweep_lrs": [],
               "eval_text_files": 1, "kl_text_files": 1, "ablation_epochs": 0.5, "method_steps": 2,
-              "method_probe_every": 1, "relearn_steps": [0, 2], "attack_probes": 6},
+              "method_probe_every": 2, "relearn_steps": [0, 2], "attack_probes": 4},
     # The embedded model with full CPU budgets (a laptop; about 30 minutes in all).
     "cpu": dict(_CPU),
     # The cpu profile plus the alpha and learning-rate sweeps (notebooks 05-06).
