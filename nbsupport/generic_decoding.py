@@ -27,6 +27,7 @@ inference-time WHP" like any model, and ``GenericModel.generate_text`` completes
 from __future__ import annotations
 
 import inspect
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -85,14 +86,16 @@ def can_stack(pair: ModelPair) -> bool:
     """True when B and R can run as one forward: a PEFT LoRA model with one active
     adapter, in eval mode (PEFT refuses ``adapter_names`` while training; DoRA and
     other adapter types do not support mixed batches)."""
+    from peft import PeftModel
+
     model = pair.model
-    if not pair.shares_weights or not hasattr(model, "peft_config") or model.training:
+    if not pair.shares_weights or not isinstance(model, PeftModel) or model.training:
         return False
-    adapters = getattr(model, "active_adapters", [])
+    adapters = model.active_adapters
     if len(adapters) != 1:
         return False
     cfg = model.peft_config[adapters[0]]
-    return str(cfg.peft_type).endswith("LORA") and not getattr(cfg, "use_dora", False)
+    return getattr(cfg.peft_type, "value", cfg.peft_type) == "LORA" and not getattr(cfg, "use_dora", False)
 
 
 def cache_kwarg(model) -> str:
@@ -103,17 +106,22 @@ def cache_kwarg(model) -> str:
 
 
 class TwoViews:
-    """B and R of a pair as one callable: ``views(ids, mask, pos) -> (v_B, v_R)``.
+    """B and R of a pair as one callable, for a batch of ``batch`` rows:
+    ``with TwoViews(pair, batch) as views: v_b, v_r = views(ids, mask, pos)``.
 
     With ``cache=True`` each view keeps a ``DynamicCache`` between calls, so each call
     passes only the tokens the caches have not seen (and the mask of everything so far).
     ``with_r=False`` runs B alone (alpha = 0: B's logits bit for bit, at half the cost).
     ``stack=None`` stacks B and R in one forward whenever the pair allows it.
+
+    Switching a PEFT adapter off or on walks the whole model (~50 ms for a 135M model
+    on a CPU, as much as a decoding step), so it happens once per ``with``, never per step,
+    except for a LoRA pair that is not stacked (``stack=False``: kept as a reference).
     """
 
-    def __init__(self, pair: ModelPair, cache: bool = True, with_r: bool = True,
+    def __init__(self, pair: ModelPair, batch: int, cache: bool = True, with_r: bool = True,
                  stack: bool | None = None):
-        self.pair, self.with_r = pair, with_r
+        self.pair, self.batch, self.with_r = pair, batch, with_r
         self.stacked = with_r and (can_stack(pair) if stack is None else stack)
         if self.stacked and not can_stack(pair):
             raise ValueError("stack=True needs a PEFT LoRA model (one active adapter, eval mode) "
@@ -122,6 +130,33 @@ class TwoViews:
         self.cache_b = DynamicCache(config=config) if cache else None          # B, or the stacked batch
         self.cache_r = DynamicCache(config=config) if cache and with_r and not self.stacked else None
         self.cache_name = cache_kwarg(pair.model)
+        self.contexts = ExitStack()
+        self.B = None                       # B's model while it stays switched on for the whole run
+        self.names = None                   # adapter names to pass per call, if hooks are not installed
+
+    def __enter__(self) -> "TwoViews":
+        if not self.with_r:
+            self.B = self.contexts.enter_context(self.pair.base())
+        elif self.stacked:
+            # rows [0, b) without the adapter (B), rows [b, 2b) with it (R)
+            names = ["__base__"] * self.batch + [self.pair.model.active_adapters[0]] * self.batch
+            # PEFT installs its per-row hooks on every forward(adapter_names=...) call
+            # (~15 ms a step); installed once here, they serve every step of the run.
+            install = self.peft_hooks()
+            if install is None:
+                self.names = names
+            else:
+                self.contexts.enter_context(install(adapter_names=names))
+        return self
+
+    def peft_hooks(self):
+        """PEFT's own (private) context that installs the per-row adapter hooks, or None:
+        then the names go with every call instead."""
+        return getattr(self.pair.model, "_enable_peft_forward_hooks", None)
+
+    def __exit__(self, *exc) -> None:
+        self.contexts.close()
+        self.B = None
 
     def _kw(self, cache: DynamicCache | None, logits_to_keep: int) -> dict:
         if cache is None:
@@ -136,19 +171,21 @@ class TwoViews:
         Returns float32 logits ``(v_B, v_R)``, each [b, n, vocab] (n = ``logits_to_keep``
         when it is > 0); v_R is None when ``with_r`` is False.
         """
+        if input_ids.shape[0] != self.batch:
+            raise ValueError(f"TwoViews was opened for {self.batch} rows, got {input_ids.shape[0]}")
         if self.stacked:
-            b = input_ids.shape[0]
-            adapter = self.pair.model.active_adapters[0]
-            logits = self.pair.model(
-                input_ids=input_ids.repeat(2, 1), attention_mask=attention_mask.repeat(2, 1),
-                position_ids=position_ids.repeat(2, 1), adapter_names=["__base__"] * b + [adapter] * b,
-                **self._kw(self.cache_b, logits_to_keep)).logits.float()
-            return logits[:b], logits[b:]
+            b = self.batch
+            twice = dict(input_ids=input_ids.repeat(2, 1), attention_mask=attention_mask.repeat(2, 1),
+                         position_ids=position_ids.repeat(2, 1))
+            if self.names is not None:
+                twice["adapter_names"] = self.names
+            logits = self.pair.model(**twice, **self._kw(self.cache_b, logits_to_keep)).logits.float()
+            return logits[:b], logits[b:]                        # [2b, n, vocab] -> B rows, R rows
         inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        if self.B is not None:
+            return self.B(**inputs, **self._kw(self.cache_b, logits_to_keep)).logits.float(), None
         with self.pair.base() as B:
             v_b = B(**inputs, **self._kw(self.cache_b, logits_to_keep)).logits.float()
-        if not self.with_r:
-            return v_b, None
         v_r = self.pair.model(**inputs, **self._kw(self.cache_r, logits_to_keep)).logits.float()
         return v_b, v_r
 
@@ -212,8 +249,7 @@ def decode(pair: ModelPair, input_ids: torch.Tensor, attention_mask: torch.Tenso
         generator = torch.Generator(device=device).manual_seed(seed)
 
     models = [pair.model] + ([] if pair.shares_weights else [pair.separate_base])
-    with eval_mode(*models):
-        views = TwoViews(pair, cache=use_cache, with_r=alpha > 0, stack=stack)
+    with eval_mode(*models), TwoViews(pair, len(input_ids), use_cache, alpha > 0, stack) as views:
         sequences, pos = input_ids, positions(mask)
         step_ids, step_pos = sequences, pos                      # the first step reads the prompts
         done = torch.zeros(len(input_ids), dtype=torch.bool, device=device)
@@ -274,7 +310,8 @@ class GenericModel(nn.Module):
         """input_ids [b, L] (mask [b, L]) -> ``.logits`` [b, L, vocab] float32.
 
         As for a Hugging Face model, right padding needs nothing more; for left padding
-        pass ``position_ids`` (``positions(attention_mask)``).
+        pass ``position_ids`` (``positions(attention_mask)``). B's and R's logits are held
+        at once: about three times one model's logits memory, so keep batches modest.
         """
         unsupported = set(kwargs) - {"use_cache", "return_dict"}
         if unsupported:
@@ -283,8 +320,8 @@ class GenericModel(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         if position_ids is None:
             position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-        views = TwoViews(self.pair, cache=False, with_r=self.alpha > 0)
-        v_b, v_r = views(input_ids, attention_mask, position_ids)
+        with TwoViews(self.pair, len(input_ids), cache=False, with_r=self.alpha > 0) as views:
+            v_b, v_r = views(input_ids, attention_mask, position_ids)
         return CausalLMOutput(logits=combine(v_b, v_r, self.alpha))
 
     @torch.no_grad()

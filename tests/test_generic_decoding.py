@@ -38,20 +38,24 @@ def left_padded(tok, prompts):
 
 
 @torch.no_grad()
-def reference_logits(pair, ids, mask, new_tokens, alpha):
-    """[b, T, vocab]: the formula at each step, every row unpadded, no cache."""
-    out = []
+def reference_views(pair, ids, mask, new_tokens):
+    """(v_B, v_R), each [b, T, vocab]: every row unpadded, the whole prefix through B
+    and through R at each step, no cache."""
+    v_b, v_r = torch.empty(2, *new_tokens.shape, pair.model.config.vocab_size)
     for row in range(len(ids)):
         prompt = ids[row][mask[row].bool()]
-        steps = []
         for t in range(new_tokens.shape[1]):
             prefix = torch.cat([prompt, new_tokens[row, :t]])[None]
             with pair.base() as B:
-                v_b = B(input_ids=prefix).logits[0, -1].float()
-            v_r = pair.model(input_ids=prefix).logits[0, -1].float()
-            steps.append(v_b - alpha * torch.relu(v_r - v_b))
-        out.append(torch.stack(steps))
-    return torch.stack(out)
+                v_b[row, t] = B(input_ids=prefix).logits[0, -1].float()
+            v_r[row, t] = pair.model(input_ids=prefix).logits[0, -1].float()
+    return v_b, v_r
+
+
+def reference_logits(pair, ids, mask, new_tokens, alpha):
+    """[b, T, vocab]: the formula v_B - alpha * ReLU(v_R - v_B) on the reference views."""
+    v_b, v_r = reference_views(pair, ids, mask, new_tokens)
+    return v_b - alpha * torch.relu(v_r - v_b)
 
 
 class Recorder:
@@ -84,10 +88,10 @@ def test_cached_logits_equal_no_cache_reference(pair, tiny_tokenizer, greedy):
                     return_logits=True)
     assert out.new_tokens.shape == (3, 7) and out.logits.shape == (3, 7, len(tiny_tokenizer))
     assert torch.equal(out.sequences[:, :ids.shape[1]], ids)
-    ref = reference_logits(pair, ids, mask, out.new_tokens, ALPHA)
+    v_b, v_r = reference_views(pair, ids, mask, out.new_tokens)
+    ref = v_b - ALPHA * torch.relu(v_r - v_b)
     torch.testing.assert_close(out.logits, ref, atol=1e-4, rtol=1e-4)
-    # the combination really moves the logits away from B's
-    assert not torch.allclose(ref, reference_logits(pair, ids, mask, out.new_tokens, 0.0), atol=1e-3)
+    assert not torch.allclose(ref, v_b, atol=1e-3), "the combination must move the logits away from B's"
     if greedy:
         assert torch.equal(out.new_tokens, ref.argmax(-1))
 
@@ -148,8 +152,13 @@ def test_stacked_forward_equals_two_calls(shared_pair, tiny_tokenizer):
     ids, mask = left_padded(tiny_tokenizer, PROMPTS)
     pos = gd.positions(mask)
     assert gd.can_stack(shared_pair)
-    v_b1, v_r1 = gd.TwoViews(shared_pair, cache=False, stack=True)(ids, mask, pos)
-    v_b2, v_r2 = gd.TwoViews(shared_pair, cache=False, stack=False)(ids, mask, pos)
+    with torch.no_grad(), gd.TwoViews(shared_pair, len(ids), cache=False, stack=True) as views:
+        v_b1, v_r1 = views(ids, mask, pos)
+    with torch.no_grad(), gd.TwoViews(shared_pair, len(ids), cache=False, stack=False) as views:
+        v_b2, v_r2 = views(ids, mask, pos)
+    with torch.no_grad():                    # the per-row hooks are gone: a plain call is R again
+        plain = shared_pair.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+    torch.testing.assert_close(plain[mask.bool()], v_r2[mask.bool()], atol=1e-5, rtol=1e-5)
     real = mask.bool()
     torch.testing.assert_close(v_b1[real], v_b2[real], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(v_r1[real], v_r2[real], atol=1e-5, rtol=1e-5)
@@ -162,6 +171,15 @@ def test_stacked_decoding_equals_unstacked(shared_pair, tiny_tokenizer):
     two = gd.decode(shared_pair, ids, mask, ALPHA, 6, greedy=False, seed=2, return_logits=True, stack=False)
     assert torch.equal(one.new_tokens, two.new_tokens)
     torch.testing.assert_close(one.logits, two.logits, atol=1e-4, rtol=1e-4)
+
+
+def test_stacking_without_peft_private_hooks(shared_pair, tiny_tokenizer, monkeypatch):
+    ids, mask = left_padded(tiny_tokenizer, PROMPTS)
+    once = gd.decode(shared_pair, ids, mask, ALPHA, 4, return_logits=True)
+    monkeypatch.setattr(gd.TwoViews, "peft_hooks", lambda self: None)   # adapter_names on every call
+    per_call = gd.decode(shared_pair, ids, mask, ALPHA, 4, return_logits=True)
+    assert torch.equal(once.new_tokens, per_call.new_tokens)
+    torch.testing.assert_close(once.logits, per_call.logits)
 
 
 def test_alpha_zero_is_b_greedy_generation(pair, tiny_tokenizer):
