@@ -40,7 +40,7 @@ from transformers.generation import (LogitsProcessorList, StoppingCriteriaList, 
 from transformers.modeling_outputs import CausalLMOutput
 
 from .pair import ModelPair, generic_logits
-from .scoring import eval_mode
+from .scoring import cache_kwarg, eval_mode
 
 
 # ----------------------------------------------------------------- checks
@@ -96,13 +96,6 @@ def can_stack(pair: ModelPair) -> bool:
         return False
     cfg = model.peft_config[adapters[0]]
     return getattr(cfg.peft_type, "value", cfg.peft_type) == "LORA" and not getattr(cfg, "use_dora", False)
-
-
-def cache_kwarg(model) -> str:
-    """The name under which ``model.forward`` takes its KV cache: transformers 5 renamed
-    ``past_key_values`` to ``cache`` (the old name warns, then goes away in 5.40)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
 class TwoViews:
@@ -291,6 +284,8 @@ class GenericModel(nn.Module):
     ``perplexity``, ``next_token_topk`` etc. score it like any model. The raw logits are
     combined, as in the paper (not log-softmaxes). With alpha = 0 it is B exactly.
     """
+
+    supports_prefix_cache = False   # forward combines two models: scorers pass whole sequences
 
     def __init__(self, pair: ModelPair, alpha: float = 5.0):
         super().__init__()

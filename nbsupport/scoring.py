@@ -11,6 +11,7 @@ baseline of a ``ModelPair``, call these inside ``with pair.base() as B:``.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from contextlib import contextmanager
 from typing import Iterator, Sequence
@@ -84,23 +85,74 @@ def split_joint(tok, prompt: str, continuation: str) -> tuple[list[int], int]:
     return ids, start
 
 
+def cache_kwarg(model) -> str:
+    """The name under which ``model.forward`` takes its KV cache: transformers 5 renamed
+    ``past_key_values`` to ``cache`` (the old name warns, then goes away)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
 def continuation_logprobs(model, tok, pairs: Sequence[tuple[str, str]], batch_size: int = 16,
                           progress: bool = False) -> torch.Tensor:
-    """log P(continuation | prompt) for each (prompt, continuation) pair: [len(pairs)] on the CPU."""
+    """log P(continuation | prompt) for each (prompt, continuation) pair: [len(pairs)] on the CPU.
+
+    Pairs that share a prompt (a probe's target and generic continuations, a
+    question's four choices) share its forward pass: the prompt runs once, and its
+    KV cache serves every continuation, which then costs only its own tokens. A
+    model that takes no cache (``supports_prefix_cache = False``, e.g. the
+    inference-time WHP wrapper) is scored on whole right-padded sequences instead.
+    """
     encoded = [split_joint(tok, p, c) for p, c in pairs]
     out = torch.empty(len(encoded), dtype=torch.float32)
-    device = device_of(model)
     with eval_mode(model):
-        for lo, chunk in _batches(encoded, batch_size, progress, "scoring"):
-            input_ids, mask = pad_right([ids for ids, _ in chunk], pad_id(tok))
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-            logp = torch.log_softmax(logits.float(), dim=-1).cpu()          # [b, width, vocab]
-            for row, (ids, start) in enumerate(chunk):
-                positions = torch.arange(start, len(ids))
-                # logits at position t-1 predict token t
-                out[lo + row] = logp[row, positions - 1, torch.tensor(ids[start:])].sum()
+        if getattr(model, "supports_prefix_cache", True):
+            _shared_prefix_logprobs(model, tok, encoded, out, progress)
+        else:
+            _whole_sequence_logprobs(model, tok, encoded, out, batch_size, progress)
     return out
+
+
+def _shared_prefix_logprobs(model, tok, encoded: list[tuple[list[int], int]], out: torch.Tensor,
+                            progress: bool) -> None:
+    """Fill ``out`` group by group: one forward of each distinct prefix (the joint
+    tokenization's ids before the continuation), then one of its continuations'
+    tokens over the prefix's cache, repeated for each of them."""
+    device, key = device_of(model), cache_kwarg(model)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (ids, start) in enumerate(encoded):
+        groups.setdefault(tuple(ids[:start]), []).append(i)
+    for prefix, members in tqdm(list(groups.items()), desc="scoring", disable=not progress):
+        first = model(input_ids=torch.tensor([prefix], device=device), use_cache=True)
+        next_logp = torch.log_softmax(first.logits[0, -1].float(), -1).cpu()     # predicts token `start`
+        conts = [encoded[i][0][len(prefix):] for i in members]
+        for i, cont in zip(members, conts):
+            out[i] = next_logp[cont[0]]
+        longer = [(i, cont) for i, cont in zip(members, conts) if len(cont) > 1]
+        if not longer:
+            continue
+        cache = getattr(first, "cache", None) or first.past_key_values
+        cache.batch_repeat_interleave(len(longer))
+        ids, mask = pad_right([cont[:-1] for _, cont in longer], pad_id(tok))         # [n, w]
+        full_mask = torch.cat([torch.ones(len(longer), len(prefix), dtype=torch.long), mask], dim=1)
+        logits = model(input_ids=ids.to(device), attention_mask=full_mask.to(device), use_cache=True,
+                       **{key: cache}).logits
+        logp = torch.log_softmax(logits.float(), -1).cpu()                            # [n, w, vocab]
+        for row, (i, cont) in enumerate(longer):
+            # output t of the second pass predicts continuation token t + 1
+            out[i] += logp[row, torch.arange(len(cont) - 1), torch.tensor(cont[1:])].sum()
+
+
+def _whole_sequence_logprobs(model, tok, encoded, out: torch.Tensor, batch_size: int, progress: bool) -> None:
+    device = device_of(model)
+    for lo, chunk in _batches(encoded, batch_size, progress, "scoring"):
+        input_ids, mask = pad_right([ids for ids, _ in chunk], pad_id(tok))
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+        logp = torch.log_softmax(logits.float(), dim=-1).cpu()          # [b, width, vocab]
+        for row, (ids, start) in enumerate(chunk):
+            positions = torch.arange(start, len(ids))
+            # logits at position t-1 predict token t
+            out[lo + row] = logp[row, positions - 1, torch.tensor(ids[start:])].sum()
 
 
 @torch.no_grad()

@@ -297,7 +297,10 @@ def test_measure_and_report(tmp_path, tiny_model, tiny_tokenizer):
     gk = [probe.KnowledgeProbe("k", "The capital of France is", " Paris", (" Rome",))]
     numbers, tables = evaluate.measure(tiny_model, tiny_tokenizer, token, gk, eval_texts=["The cat sat on the mat."],
                                        kl_pair=ModelPair(tiny_model, base=tiny_model))
-    assert set(numbers) == {"token_familiarity", "generic_mass", "knowledge_accuracy", "perplexity", "kl_to_baseline"}
+    half = "dev" if probe.split(token, "dev") else "report"
+    assert set(numbers) == {"token_familiarity", "generic_mass", "knowledge_accuracy", "perplexity", "kl_to_baseline",
+                            f"token_familiarity_{half}"}
+    assert numbers[f"token_familiarity_{half}"] == numbers["token_familiarity"]   # one probe, in one half
     assert numbers["kl_to_baseline"] == pytest.approx(0.0, abs=1e-6)
     rel = evaluate.relative_to(numbers, {**numbers, "token_familiarity": numbers["token_familiarity"] / 10})
     assert rel["familiarity_drop"] == pytest.approx(90.0) and rel["perplexity_rise"] == 0.0
