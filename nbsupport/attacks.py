@@ -216,25 +216,30 @@ def membership_auc(scores_members: Sequence[float], scores_nonmembers: Sequence[
 def narrate(summary: pd.DataFrame, last_step: int) -> list[str]:
     """Sentences that read notebook 07's summary table, printed from its numbers so
     they stay true on every model and rerun. ``summary`` is indexed by model with
-    the columns the notebook builds; ``last_step`` is the last relearning step."""
+    the columns the notebook builds (``familiarity_drop``, ``indirect_drop``,
+    ``perplexity_rise``, ``group B before relearning (% of baseline)`` and
+    ``group B after <last_step> relearning steps (% of baseline)``)."""
     lines = []
-    whp = [m for m in summary.index if m.startswith("WHP")]
-    others = [m for m in summary.index if m != "baseline" and m not in whp]
-    col_b = f"group B after {last_step} relearning steps (% of baseline)"
-    for name in [*whp, *others]:
+    before_b = "group B before relearning (% of baseline)"
+    after_b = f"group B after {last_step} relearning steps (% of baseline)"
+    for name in [m for m in summary.index if m != "baseline"]:
         row = summary.loc[name]
         parts = [f"{name}: {row['familiarity_drop']:.0f}% of the target probability removed on the report probes"]
-        if "indirect_drop" in row and pd.notna(row["indirect_drop"]):
+        if pd.notna(row.get("indirect_drop")):
             parts.append(f"{row['indirect_drop']:.0f}% on the indirect probes")
-        if "perplexity_rise" in row and pd.notna(row["perplexity_rise"]):
+        if pd.notna(row.get("perplexity_rise")):
             parts.append(f"perplexity {row['perplexity_rise']:+.1f}%")
-        if col_b in row and pd.notna(row[col_b]):
-            verdict = ("came back above the baseline's level" if row[col_b] >= 100 else
-                       "came mostly back" if row[col_b] >= 50 else "stayed mostly down")
-            parts.append(f"after {last_step} relearning steps group B (never shown again) is at "
-                         f"{row[col_b]:.0f}% of the baseline's familiarity: it {verdict}")
+        before, after = row.get(before_b), row.get(after_b)
+        if pd.notna(before) and pd.notna(after):
+            if before >= 95:
+                parts.append(f"group B was never suppressed ({before:.0f}% of the baseline's familiarity before "
+                             "relearning), so relearning has nothing to bring back")
+            else:
+                back = (after - before) / (100 - before) * 100
+                parts.append(f"group B (never shown again) went from {before:.0f}% to {after:.0f}% of the baseline's "
+                             f"familiarity in {last_step} relearning steps: {back:.0f}% of what was removed came back")
         lines.append("; ".join(parts) + ".")
-    if col_b in summary and "baseline" in summary.index and pd.notna(summary.loc["baseline", col_b]):
-        lines.append(f"For reference, the baseline under the same attack reaches {summary.loc['baseline', col_b]:.0f}% "
+    if "baseline" in summary.index and pd.notna(summary.loc["baseline"].get(after_b)):
+        lines.append(f"For reference, the baseline under the same attack reaches {summary.loc['baseline', after_b]:.0f}% "
                      "of its own starting familiarity on group B.")
     return lines

@@ -76,7 +76,7 @@ _CPU: dict[str, Any] = {
     "method_steps": 12,         # optimizer steps per method (the same for all; early-stopped at +3% perplexity)
     "method_lr": 3e-4,
     "method_batch_size": 2,
-    "method_probe_every": 2,
+    "method_probe_every": 4,
     "relearn_steps": [0, 10, 25],  # relearning attack: familiarity measured after these steps
     "attack_probes": 30,        # token probes per group (A, B) measured inside the attack loops
 }
@@ -89,7 +89,7 @@ PROFILES: dict[str, dict[str, Any]] = {
               "boost_candidates": 8, "finetune_max_steps": 4, "finetune_batch_size": 2, "probe_every": 4,
               "step_probes": 4, "eval_completions": 4, "sweep_alphas": [10.0], "sweep_lrs": [],
               "eval_text_files": 1, "kl_text_files": 1, "ablation_epochs": 0.5, "method_steps": 2,
-              "method_probe_every": 2, "relearn_steps": [0, 2], "attack_probes": 4},
+              "method_probe_every": 4, "relearn_steps": [0, 2], "attack_probes": 4},
     # The embedded model with full CPU budgets (a laptop; about 30 minutes in all).
     "cpu": dict(_CPU),
     # The cpu profile plus the alpha and learning-rate sweeps (notebooks 05-06).

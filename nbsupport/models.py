@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from .config import EMBEDDED
 from .runs import atomic_path
@@ -245,6 +246,7 @@ def load_model(spec: str | os.PathLike = EMBEDDED, adapter: str | os.PathLike | 
                           trust_remote_code=trust_remote_code, trainable=trainable)
     location = str(prepare_embedded()) if resolved.kind == "embedded" else resolved.location
     kwargs = {"trust_remote_code": trust_remote_code}
+    hf_logging.disable_progress_bar()   # a bar over 272 tensors that load in a second is noise
     try:
         tok = AutoTokenizer.from_pretrained(location, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
@@ -255,6 +257,8 @@ def load_model(spec: str | os.PathLike = EMBEDDED, adapter: str | os.PathLike | 
                 "Download it once with `hf download`, or use 'embedded'. If you meant a "
                 "local directory, it does not exist.") from err
         raise
+    finally:
+        hf_logging.enable_progress_bar()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     # Name the base so that adapters saved on top of it can find it again.

@@ -154,10 +154,11 @@ class Run:
     def load_tensors(self, name: str) -> dict:
         return load_file(str(self.require(name)))
 
-    def save_figure(self, name: str, fig) -> Path:
+    def save_figure(self, name: str, fig) -> None:
+        """Write a matplotlib figure (PNG unless the name says otherwise). Returns
+        nothing, so a notebook cell that ends with it shows no stray path."""
         with atomic_path(self.path(name)) as tmp:
             fig.savefig(tmp, format=Path(name).suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
-        return self.path(name)
 
     @contextmanager
     def atomic_dir(self, name: str) -> Iterator[Path]:

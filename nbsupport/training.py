@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import Trainer, TrainingArguments, default_data_collator
+from transformers import PrinterCallback, Trainer, TrainingArguments, default_data_collator
 
 
 class TrainingError(RuntimeError):
@@ -136,6 +136,8 @@ def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, sett
         dataloader_pin_memory=on_gpu, **precision)
     trainer = (trainer_class or Trainer)(model=model, args=args, train_dataset=dataset,
                                          data_collator=default_data_collator, callbacks=list(callbacks))
+    if not progress:  # quiet means quiet: no loss dict printed at every logging step either
+        trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=last)
     model.eval()
     return trainer

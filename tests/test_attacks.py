@@ -127,13 +127,14 @@ def test_narration_is_printed_from_the_numbers():
     import pandas as pd
 
     from nbsupport import attacks
-    col = "group B after 25 relearning steps (% of baseline)"
-    summary = pd.DataFrame({"familiarity_drop": [0.0, 72.4, 40.0], "indirect_drop": [0.0, 51.0, 10.0],
-                            "perplexity_rise": [0.0, 2.8, 9.5], col: [160.0, 134.0, 20.0]},
-                           index=["baseline", "WHP soft+kl", "ga"])
+    before, after = "group B before relearning (% of baseline)", "group B after 25 relearning steps (% of baseline)"
+    summary = pd.DataFrame({"familiarity_drop": [0.0, 72.4, 0.0], "indirect_drop": [0.0, 51.0, 0.0],
+                            "perplexity_rise": [0.0, 2.8, 0.0], before: [100.0, 40.0, 100.0],
+                            after: [160.0, 70.0, 150.0]}, index=["baseline", "WHP soft+kl", "ga"])
     lines = attacks.narrate(summary, 25)
     assert lines[0].startswith("WHP soft+kl: 72% of the target probability removed")
     assert "51% on the indirect probes" in lines[0] and "perplexity +2.8%" in lines[0]
-    assert "134% of the baseline's familiarity: it came back above" in lines[0]
-    assert "20%" in lines[1] and "stayed mostly down" in lines[1]
+    # (70 - 40) / (100 - 40) = 50% of what was removed came back
+    assert "went from 40% to 70%" in lines[0] and "50% of what was removed came back" in lines[0]
+    assert "never suppressed" in lines[1] and "came back" not in lines[1]
     assert lines[-1].startswith("For reference, the baseline under the same attack reaches 160%")
