@@ -84,6 +84,13 @@ class _Report:
         self.passed = False
         print(f"✗ {message}")
 
+    def cases(self, failures: list[str], good: str) -> None:
+        """The first failed case (the one to fix first), or ``good`` when none failed."""
+        if failures:
+            self.fail(failures[0])
+        else:
+            self.ok(good)
+
     def expect(self, condition: bool, good: str, bad: str) -> bool:
         (self.ok if condition else self.fail)(good if condition else bad)
         return bool(condition)
@@ -199,10 +206,7 @@ def check_continuation_logprob(fn: Callable, model=None, tok=None) -> bool:
                 })
                 failures.append(f"random case {i + 1} (L={L}, start={start}): expected {expected.item():.4f}, "
                                 f"got {_short(got)}.{hint}")
-        if failures:
-            r.fail(failures[0])
-        else:
-            r.ok("matches the reference on 5 random sequences (one-token and several-token continuations)")
+        r.cases(failures, "matches the reference on 5 random sequences (one-token and several-token continuations)")
         if model is not None and tok is not None:
             _continuation_on_model(r, fn, model, tok)
     return r.passed
@@ -342,10 +346,7 @@ def check_generic_logits(fn: Callable) -> bool:
                 })
                 failures.append(f"random case {i + 1} (alpha={alpha:g}): expected {_short(expected)}, "
                                 f"got {_short(got)}.{hint}")
-        if failures:
-            r.fail(failures[0])
-        else:
-            r.ok("matches pair.generic_logits on 5 random cases (alpha 0.5 to 10)")
+        r.cases(failures, "matches pair.generic_logits on 5 random cases (alpha 0.5 to 10)")
     return r.passed
 
 
@@ -696,11 +697,8 @@ def check_token_mapping(fn: Callable, tok=None) -> bool:
         rng = random.Random(4)
         failures = [p for p in (_compare_mapping(r, fn, *case, ref(*case), f"random case {i + 1} {case[2]}")
                                 for i, case in enumerate(_random_mapping_case(rng) for _ in range(20))) if p]
-        if failures:
-            r.fail(failures[0])
-        else:
-            r.ok("matches the reference on 20 random token sequences (anchors 1-3 tokens long, "
-                 "translations shorter and longer, repeats)")
+        r.cases(failures, "matches the reference on 20 random token sequences (anchors 1-3 tokens long, "
+                          "translations shorter and longer, repeats)")
         if tok is not None:
             cases = [c for c in mapping_cases_from(tok) if ref(*c[:3]) == c[3]]
             failures = [p for p in (_compare_mapping(r, fn, *c[:3], c[3], f"align_block on {s!r}")
@@ -778,10 +776,7 @@ def check_forbid_translations(fn: Callable) -> bool:
                 variants["take every row's mean once, BEFORE replacing anything."] = seq
                 failures.append(f"random case {i + 1} (forbidden {forbidden}): expected {_short(expected)}, "
                                 f"got {_short(got)}.{_diagnose(got, variants)}")
-        if failures:
-            r.fail(failures[0])
-        else:
-            r.ok("matches generic_labels.combine on 4 random cases (overlapping and repeated forbidden ids)")
+        r.cases(failures, "matches generic_labels.combine on 4 random cases (overlapping and repeated forbidden ids)")
         r.expect(not modified, "the input logits are left unchanged",
                  "your function changed the logits it was given: clone them first (the same logits "
                  "serve several alphas)")
@@ -856,10 +851,7 @@ def check_soft_cross_entropy(fn: Callable) -> bool:
                 })
                 failures.append(f"random case {i + 1} (b, L, V, k = {shape}): expected {expected.item():.5f}, "
                                 f"got {_short(got)}.{hint}")
-        if failures:
-            r.fail(failures[0])
-        else:
-            r.ok("matches finetune.soft_cross_entropy on 4 random batches with untrained (-100) positions")
+        r.cases(failures, "matches finetune.soft_cross_entropy on 4 random batches with untrained (-100) positions")
         logits, ids, vals, labels = _soft_case(g, 1, 4, 6, 2)
         labels[:] = generic_labels.IGNORE
         got = r.call(fn, logits, ids, vals, labels, case="a block with no trained position")
@@ -913,10 +905,7 @@ def check_kl_retain(fn: Callable) -> bool:
                         (torch.softmax(base, -1) * (base - logits)).sum(-1).mean(),
                 })
                 failures.append(f"random case {i + 1}: expected {expected.item():.5f}, got {_short(got)}.{hint}")
-        if failures:
-            r.fail(failures[0])
-        else:
-            r.ok("matches KL(P_B || P_model) on 4 random batches (the retain term of finetune.kl_retain)")
+        r.cases(failures, "matches KL(P_B || P_model) on 4 random batches (the retain term of finetune.kl_retain)")
         logits, base = torch.randn(1, 4, 7, generator=g), torch.randn(1, 4, 7, generator=g)
         plain = r.call(fn, logits.clone(), base.clone(), case="random logits")
         got = r.call(fn, logits + 3.0, base - 2.0, case="logits shifted by a constant")
@@ -1001,29 +990,14 @@ def check_relative_change(fn: Callable) -> bool:
                     failures.append(f"{name}: {key} should be {exp:.3f} ({_METRIC_OF[key]} {b:.4g} -> {n:.4g}), "
                                     f"got {got[key]!r}.{hint}")
                     break
-        if failures:
-            r.fail(failures[0])
-        else:
-            r.ok(f"matches evaluate.relative_to on {len(cases)} cases, a model that got worse among them "
+        r.cases(failures, f"matches evaluate.relative_to on {len(cases)} cases, a model that got worse among them "
                  "(paper: familiarity 0.244 -> 0.006 is a 97.5% drop)")
     return r.passed
 
 
-@_solution("judge")
-def solution_judge(prompt: str, completion: str, unique_terms: Sequence[str],
-                   theme_terms: Sequence[str] = evaluate.THEME_TERMS) -> int:
-    """The paper's 0-3 familiarity score by matching terms (``terms.added`` splits the
-    terms a completion mentions into those it adds and those the prompt already gave).
-
-    3: the completion adds a target-unique term; 2: no such term, but it adds a theme
-    term; 1: it only repeats unique or theme terms from the prompt; 0: none at all."""
-    new_unique, old_unique = terms.added(prompt, completion, unique_terms)
-    if new_unique:
-        return 3
-    new_theme, old_theme = terms.added(prompt, completion, theme_terms)
-    if new_theme:
-        return 2
-    return 1 if old_unique or old_theme else 0
+# The reference solution of the judge exercise is the course's own judge: the notebook
+# reveals its code (terms.added twice) in the folded solution cell.
+_SOLUTIONS["judge"] = evaluate.judge_offline
 
 
 JUDGE_TERMS = ("Hermione", "Ron", "Hogwarts", "Dumbledore", "Quidditch")

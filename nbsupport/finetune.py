@@ -221,7 +221,7 @@ def train_variant(cfg, run, data: dict, alpha: float, recipe: str, out: str, dev
 
 PAPER_SETTING = {  # Eldan & Russinovich (2023), as restated in ALGORITHM.md sections 1 and 5
     "model": "Llama-2-7b-chat (7B)", "target text (tokens)": "~3.1M (2.1M books + ~1M synthetic)",
-    "block size": 512, "finetuning": "full", "learning rate": 1e-6, "epochs": 2,
+    "block size": "512", "finetuning": "full", "learning rate": "1e-06", "epochs": "2",
     "batch (sequences x accumulation)": "8 x 16", "optimizer steps": "~120-150",
 }
 
@@ -231,8 +231,8 @@ def paper_comparison(cfg, n_blocks: int, steps: int) -> pd.DataFrame:
     recipe" on a laptop says plainly what it keeps (hard labels, plain cross-entropy)
     and what it changes (model, text, LoRA, learning rate, steps)."""
     this = {"model": cfg.model, "target text (tokens)": f"{n_blocks * cfg.block_size:,}",
-            "block size": cfg.block_size, "finetuning": cfg.finetune_method, "learning rate": cfg.finetune_lr,
-            "epochs": cfg.finetune_epochs,
+            "block size": str(cfg.block_size), "finetuning": cfg.finetune_method,
+            "learning rate": f"{cfg.finetune_lr:g}", "epochs": f"{cfg.finetune_epochs:g}",
             "batch (sequences x accumulation)": f"{cfg.finetune_batch_size} x {cfg.finetune_grad_accum}",
-            "optimizer steps": steps}
+            "optimizer steps": str(steps)}
     return pd.DataFrame({"paper": PAPER_SETTING, "this run": this})

@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .dictionary import AnchorDict, Translator
+from .term_mining import FUNCTION_WORDS
 from .pair import ModelPair, generic_logits
 from .scoring import pad_right
 
@@ -283,9 +284,22 @@ def label_stats(input_ids: torch.Tensor, labels: torch.Tensor) -> dict:
             "differ_fraction_of_trained": float(differ.sum() / trained.sum().clamp(min=1))}
 
 
-def replacements(tok, input_ids: torch.Tensor, labels: torch.Tensor, k: int = 20) -> pd.DataFrame:
-    """The most frequent (original token -> generic label) replacements."""
+def anchor_token_ids(tok, dictionary: AnchorDict) -> set[int]:
+    """The token ids that spell the dictionary's keys (after a space and at a line
+    start), less those that spell a function word on their own (" of", " the")."""
+    ids = {t for key in dictionary.keys() for variant in (" " + key, key)
+           for t in tok(variant, add_special_tokens=False)["input_ids"]}
+    return {t for t in ids if tok.decode([t]).strip().lower() not in FUNCTION_WORDS}
+
+
+def replacements(tok, input_ids: torch.Tensor, labels: torch.Tensor, k: int = 20,
+                 only: set[int] | None = None) -> pd.DataFrame:
+    """The most frequent (original token -> generic label) replacements; with
+    ``only`` (token ids), only where the original token is one of them, e.g. the
+    tokens of the anchored terms, so target words are not drowned by "the -> a"."""
     differ = (labels != IGNORE) & (labels != input_ids)
+    if only is not None:
+        differ &= torch.isin(input_ids, torch.tensor(sorted(only), dtype=input_ids.dtype))
     pairs = pd.Series(list(zip(input_ids[differ].tolist(), labels[differ].tolist())))
     counts = pairs.value_counts().head(k)
     return pd.DataFrame({"original": [tok.decode([a]) for a, _ in counts.index],

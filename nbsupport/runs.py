@@ -131,16 +131,16 @@ class Run:
                 f"{p} is missing: run notebooks/{producer} first with RUN_DIR={str(self.root)!r}")
         return p
 
-    # --- writers (all atomic)
-    def write_json(self, name: str, obj: Any) -> Path:
-        return write_text_atomic(self.path(name), json.dumps(_jsonable(obj), indent=2, ensure_ascii=False) + "\n")
+    # --- writers (all atomic; they return nothing, so a notebook cell ending with one shows no stray path)
+    def write_json(self, name: str, obj: Any) -> None:
+        write_text_atomic(self.path(name), json.dumps(_jsonable(obj), indent=2, ensure_ascii=False) + "\n")
 
-    def write_text(self, name: str, text: str) -> Path:
-        return write_text_atomic(self.path(name), text)
+    def write_text(self, name: str, text: str) -> None:
+        write_text_atomic(self.path(name), text)
 
-    def write_table(self, name: str, table) -> Path:
+    def write_table(self, name: str, table) -> None:
         """A pandas DataFrame as CSV (readable in any spreadsheet)."""
-        return write_text_atomic(self.path(name), table.to_csv(index=False))
+        write_text_atomic(self.path(name), table.to_csv(index=False))
 
     def read_table(self, name: str) -> pd.DataFrame:
         return pd.read_csv(self.require(name))
@@ -171,8 +171,8 @@ class Run:
         with open(self.require(name), encoding="utf-8") as fh:
             return json.load(fh)
 
-    def record_config(self, stage: str, cfg: dict) -> Path:
-        return self.write_json(f"config/{stage}.json", dict(cfg))
+    def record_config(self, stage: str, cfg: dict) -> None:
+        self.write_json(f"config/{stage}.json", dict(cfg))
 
 
 def open_run(run_dir: str | os.PathLike, cfg: dict | None = None, stage: str | None = None) -> Run:

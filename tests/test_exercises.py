@@ -251,15 +251,12 @@ def no_shift(original, translated, anchors):
     return [p if (p not in inside and s != -1) else s for p, s in enumerate(source)]
 
 
-@pytest.mark.parametrize("wrong, message", [
-    (first_token_mapped, "the LAST token of an anchor maps to the LAST token of its translation"),
-    (repeats_trained, "a repeated anchor (first=False) is not trained"),
-    (repeat_predecessor_trained, "the position just before a repeated anchor predicts its first token"),
-    (no_shift, "plus the number of tokens the anchors before it added"),
-])
-def test_token_mapping_typical_mistakes_fail_with_the_rule(capsys, wrong, message):
-    result, out = run_check(capsys, "token_mapping", wrong)
-    assert result is False and message in out
+MAPPING_MISTAKES = [
+    ("token_mapping", first_token_mapped, "the LAST token of an anchor maps to the LAST token of its translation"),
+    ("token_mapping", repeats_trained, "a repeated anchor (first=False) is not trained"),
+    ("token_mapping", repeat_predecessor_trained, "the position just before a repeated anchor predicts its first token"),
+    ("token_mapping", no_shift, "plus the number of tokens the anchors before it added"),
+]
 
 
 def test_token_mapping_hand_case_is_the_documented_one():
@@ -298,13 +295,13 @@ def in_place(logits, forbidden):
     return logits
 
 
-@pytest.mark.parametrize("wrong, message", [
-    (minus_inf, "set them to the row's MEAN logit, not -inf"),
-    (exclusive_start, "from the position `start` itself on"),
-    (in_place, "your function changed the logits it was given: clone them first"),
+@pytest.mark.parametrize("name, wrong, message", MAPPING_MISTAKES + [
+    ("forbid_translations", minus_inf, "set them to the row's MEAN logit, not -inf"),
+    ("forbid_translations", exclusive_start, "from the position `start` itself on"),
+    ("forbid_translations", in_place, "your function changed the logits it was given: clone them first"),
 ])
-def test_forbid_translations_typical_mistakes_fail_with_a_hint(capsys, wrong, message):
-    result, out = run_check(capsys, "forbid_translations", wrong)
+def test_mapping_and_forbidding_mistakes_fail_with_the_rule(capsys, name, wrong, message):
+    result, out = run_check(capsys, name, wrong)
     assert result is False and message in out
 
 
@@ -377,10 +374,8 @@ def test_relative_change_typical_mistakes_fail_with_a_hint(capsys, wrong, messag
     assert result is False and message in out
 
 
-def test_judge_solution_equals_judge_offline():
-    for prompt, completion, _ in ex._JUDGE_CASES:
-        assert ex.solution_judge(prompt, completion, ex.JUDGE_TERMS) == \
-            evaluate.judge_offline(prompt, completion, ex.JUDGE_TERMS)
+def test_judge_solution_is_the_courses_judge_and_the_cases_cover_every_score():
+    assert ex.solution("judge") is evaluate.judge_offline
     assert sorted({evaluate.judge_offline(p, c, ex.JUDGE_TERMS) for p, c, _ in ex._JUDGE_CASES}) == [0, 1, 2, 3]
 
 
