@@ -5,7 +5,8 @@ tokens (EOS ignored so every run makes exactly that many):
 
 * one model: ``generate`` of B alone (transformers, KV cache, greedy);
 * WHP, cached: ``generic_decoding.decode`` (B and R each with a KV cache; with a LoRA
-  R both in ONE stacked forward per step). Goal: time per token <= 1.6x one model's
+  R both in ONE stacked forward per step, R's LoRA applied to its half of the rows by
+  slicing; ``--peft-rows`` also times PEFT's mixed-adapter batch for that). Goal: time per token <= 1.6x one model's
   at 128 new tokens;
 * WHP, no cache: the whole prefix through B and through R at every step (MUSE's way),
   the reference. Its cost grows with the square of the length, so it is measured at
@@ -88,6 +89,8 @@ def methods(pair, tok, args):
     """name -> run(ids, mask, n)."""
     table = {"one model (generate)": lambda i, m, n: one_model(pair, tok, i, m, n),
              "WHP cached": lambda i, m, n: whp(pair, i, m, n)}
+    if args.peft_rows:
+        table["WHP cached, PEFT rows"] = lambda i, m, n: whp(pair, i, m, n, rows="peft")
     if args.two_forwards:
         table["WHP cached, 2 forwards"] = lambda i, m, n: whp(pair, i, m, n, stack=False)
     table["WHP no cache (reference)"] = lambda i, m, n: whp(pair, i, m, n, use_cache=False, stack=False)
@@ -150,6 +153,9 @@ def main():
     ap.add_argument("--two-forwards", action="store_true",
                     help="also time cached WHP with B and R in two forwards (no stacking; a LoRA "
                          "adapter is then switched off and on at every step)")
+    ap.add_argument("--peft-rows", action="store_true",
+                    help="also time cached WHP with R's rows chosen by PEFT's mixed-adapter batch "
+                         "(index lists) instead of slicing")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (1 is steadier on a machine shared with other jobs)")
     ap.add_argument("--tiny", action="store_true", help="a tiny random model: a quick smoke run")

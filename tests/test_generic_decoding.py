@@ -173,11 +173,43 @@ def test_stacked_decoding_equals_unstacked(shared_pair, tiny_tokenizer):
     torch.testing.assert_close(one.logits, two.logits, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("rows", ["slice", "peft"])
+def test_stacked_rows_equal_two_calls(shared_pair, tiny_tokenizer, rows):
+    """R's LoRA on the second half of the batch, by slicing or by PEFT's mixed batch."""
+    ids, mask = left_padded(tiny_tokenizer, PROMPTS)
+    pos, real = gd.positions(mask), mask.bool()
+    with torch.no_grad(), gd.TwoViews(shared_pair, len(ids), cache=False, stack=True, rows=rows) as views:
+        v_b1, v_r1 = views(ids, mask, pos)
+    with torch.no_grad(), gd.TwoViews(shared_pair, len(ids), cache=False, stack=False) as views:
+        v_b2, v_r2 = views(ids, mask, pos)
+    torch.testing.assert_close(v_b1[real], v_b2[real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(v_r1[real], v_r2[real], atol=1e-5, rtol=1e-5)
+    layers = [m for m in shared_pair.model.modules() if hasattr(m, "lora_A")]
+    assert layers and not any("forward" in vars(m) for m in layers), "the layers' own forward is back"
+
+
+def test_slice_rows_fall_back_to_peft_when_not_plain_lora(shared_pair):
+    assert gd.lora_rows(shared_pair.model, 3) is not None
+    assert gd.lora_rows(shared_pair.model.get_base_model(), 3) is None      # not a PEFT model
+    layer = next(m for m in shared_pair.model.modules() if hasattr(m, "lora_A"))
+    adapter = shared_pair.model.active_adapters[0]
+    layer.lora_variant[adapter] = object()                                  # e.g. DoRA
+    try:
+        assert gd.lora_rows(shared_pair.model, 3) is None
+    finally:
+        del layer.lora_variant[adapter]
+
+
+def test_bad_rows_mode(shared_pair):
+    with pytest.raises(ValueError, match="rows must be"):
+        gd.TwoViews(shared_pair, 2, rows="gather")
+
+
 def test_stacking_without_peft_private_hooks(shared_pair, tiny_tokenizer, monkeypatch):
     ids, mask = left_padded(tiny_tokenizer, PROMPTS)
     once = gd.decode(shared_pair, ids, mask, ALPHA, 4, return_logits=True)
     monkeypatch.setattr(gd.TwoViews, "peft_hooks", lambda self: None)   # adapter_names on every call
-    per_call = gd.decode(shared_pair, ids, mask, ALPHA, 4, return_logits=True)
+    per_call = gd.decode(shared_pair, ids, mask, ALPHA, 4, return_logits=True, rows="peft")
     assert torch.equal(once.new_tokens, per_call.new_tokens)
     torch.testing.assert_close(once.logits, per_call.logits)
 
@@ -333,3 +365,15 @@ def test_bad_inputs_fail_clearly(shared_pair, tiny_tokenizer):
         gd.decode(shared_pair, ids[:, :0], mask[:, :0])
     with pytest.raises(TypeError, match="labels"):
         model(ids, labels=ids)
+
+
+def test_scorers_complete_with_a_generic_model(pair, tiny_tokenizer):
+    """scoring.complete (hence evaluate.measure's completion judge) drives GenericModel.generate."""
+    with pair.base() as B:
+        plain = scoring.complete(B, tiny_tokenizer, PROMPTS, max_new_tokens=6, progress=False)
+    assert scoring.complete(gd.GenericModel(pair, 0.0), tiny_tokenizer, PROMPTS, 6, progress=False) == plain
+    whp = gd.GenericModel(pair, ALPHA)
+    assert scoring.complete(whp, tiny_tokenizer, PROMPTS, 6, progress=False) == whp.generate_text(
+        tiny_tokenizer, PROMPTS, 6)
+    with pytest.raises(ValueError, match="top_k"):
+        whp.generate(torch.ones(1, 2, dtype=torch.long), top_k=5)
