@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from transformers import TrainerCallback
 
-from . import config, models, package_data, probe
+from . import config, evaluate, models, package_data, probe
 from .corpus import make_blocks
 from .pair import device_of
 from .scoring import chunk_texts, eval_mode, pad_id, pad_right
@@ -211,6 +211,62 @@ def membership_auc(scores_members: Sequence[float], scores_nonmembers: Sequence[
     ranks = pd.Series(members + others).rank(method="average")
     u = ranks.iloc[:len(members)].sum() - len(members) * (len(members) + 1) / 2
     return float(u / (len(members) * len(others)))
+
+
+def recovery_table(curves: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per (model, relearning step) from ``relearn``'s curves ({model: curve}):
+    each group's familiarity and its share of the baseline's familiarity before relearning
+    (``group A % of baseline``). ``curves`` must hold ``"baseline"`` with a step-0 row."""
+    if "baseline" not in curves or 0 not in curves["baseline"].index:
+        raise ValueError("the curves need the baseline's, measured at step 0")
+    base0 = curves["baseline"].loc[0]
+    rows = []
+    for name, curve in curves.items():
+        for step, row in curve.iterrows():
+            rows.append({"model": name, "step": step, **{f"group {g}": row[g] for g in ("A", "B")},
+                         **{f"group {g} % of baseline": recovery_share(row[g], base0[g]) for g in ("A", "B")}})
+    return pd.DataFrame(rows)
+
+
+def summary_table(measured: dict[str, dict], reminder: pd.DataFrame, recovery: pd.DataFrame,
+                  stopped: dict | None = None, seconds: dict | None = None) -> pd.DataFrame:
+    """Notebook 07's table, one row per model (``measured``: {model: ``evaluate.measure``
+    numbers}, with ``"baseline"``):
+
+    * forget: ``familiarity_drop`` and ``indirect_drop`` (% of the baseline's target
+      probability removed), ``completion_familiarity`` (the judge, 0-1);
+    * cost: ``perplexity_rise`` (%), ``knowledge_points``, ``kl_to_baseline`` (nats);
+    * robustness: familiarity with the primer as % of the baseline's with the primer
+      (``reminder``: columns "without primer", "with primer"), and each group's familiarity
+      after every relearning step as % of the baseline's before relearning (``recovery``,
+      from ``recovery_table``);
+    * ``early stop step`` (``stopped``) and ``seconds`` (training time) where given.
+    """
+    if "baseline" not in measured:
+        raise ValueError("measured must hold the baseline's numbers")
+    rows = {}
+    for name, numbers in measured.items():
+        rows[name] = {**evaluate.relative_to(measured["baseline"], numbers),
+                      **{k: numbers[k] for k in ("completion_familiarity", "kl_to_baseline") if k in numbers}}
+    table = pd.DataFrame(rows).T
+    order = ["familiarity_drop", "indirect_drop", "completion_familiarity", "perplexity_rise",
+             "knowledge_points", "kl_to_baseline"]
+    table = table[[c for c in order if c in table]]
+    if "baseline" in table.index and "kl_to_baseline" in table:
+        table.loc["baseline", "kl_to_baseline"] = 0.0
+    table["with primer (% of baseline)"] = 100 * reminder["with primer"] / reminder.loc["baseline", "with primer"]
+    for step in sorted(recovery.step.unique()):
+        at = recovery[recovery.step == step].set_index("model")
+        for g in ("A", "B"):
+            name = (f"group {g} before relearning (% of baseline)" if step == 0 else
+                    f"group {g} after {step} relearning steps (% of baseline)")
+            if step or g == "B":
+                table[name] = at[f"group {g} % of baseline"]
+    if stopped:
+        table["early stop step"] = pd.Series(stopped, dtype="float")
+    if seconds:
+        table["seconds"] = pd.Series(seconds, dtype="float")
+    return table
 
 
 def narrate(summary: pd.DataFrame, last_step: int) -> list[str]:

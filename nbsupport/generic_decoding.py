@@ -342,6 +342,19 @@ def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
 
 
 # ----------------------------------------------------------------- a pair as one model
+class BaseView(nn.Module):
+    """B of a pair as a module of its own (the adapter switched off for each call)."""
+
+    def __init__(self, pair: ModelPair):
+        super().__init__()
+        self.pair = pair
+        self.inner = pair.model if pair.shares_weights else pair.separate_base   # reached by .eval(), .to()
+
+    def forward(self, *args, **kwargs):
+        with self.pair.base() as B:
+            return B(*args, **kwargs)
+
+
 class GenericModel(nn.Module):
     """"R with inference-time WHP at alpha" as a causal LM.
 
@@ -384,6 +397,11 @@ class GenericModel(nn.Module):
         with TwoViews(self.pair, len(input_ids), cache=False, with_r=self.alpha > 0) as views:
             v_b, v_r = views(input_ids, attention_mask, position_ids)
         return CausalLMOutput(logits=combine(v_b, v_r, self.alpha))
+
+    def against_base(self) -> ModelPair:
+        """B and this model as a ``ModelPair`` (B as the base, this model as the trained
+        one), e.g. for ``scoring.kl_divergence``: KL(P_B || P_WHP)."""
+        return ModelPair(self, base=BaseView(self.pair))
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -138,3 +138,33 @@ def test_narration_is_printed_from_the_numbers():
     assert "went from 40% to 70%" in lines[0] and "50% of what was removed came back" in lines[0]
     assert "never suppressed" in lines[1] and "came back" not in lines[1]
     assert lines[-1].startswith("For reference, the baseline under the same attack reaches 160%")
+
+
+def test_summary_table_reads_every_measure_against_the_baseline():
+    measured = {"baseline": {"token_familiarity": 0.2, "indirect_familiarity": 0.1, "completion_familiarity": 0.5,
+                             "perplexity": 20.0, "knowledge_accuracy": 0.6, "kl_to_baseline": 0.3},
+                "npo": {"token_familiarity": 0.05, "indirect_familiarity": 0.08, "completion_familiarity": 0.1,
+                        "perplexity": 20.4, "knowledge_accuracy": 0.58, "kl_to_baseline": 0.02}}
+    reminder = pd.DataFrame({"without primer": [0.2, 0.05], "with primer": [0.4, 0.3]}, index=["baseline", "npo"])
+    curves = {"baseline": pd.DataFrame({"A": [0.2, 0.3, 0.4], "B": [0.1, 0.12, 0.15]}, index=[0, 10, 25]),
+              "npo": pd.DataFrame({"A": [0.02, 0.1, 0.2], "B": [0.01, 0.05, 0.08]}, index=[0, 10, 25])}
+    recovery = attacks.recovery_table(curves)
+    assert recovery[(recovery.model == "npo") & (recovery.step == 25)]["group B % of baseline"].item() == pytest.approx(80)
+    table = attacks.summary_table(measured, reminder, recovery, stopped={"npo": 8}, seconds={"npo": 12.5})
+    npo = table.loc["npo"]
+    assert npo.familiarity_drop == pytest.approx(75) and npo.indirect_drop == pytest.approx(20)
+    assert npo.perplexity_rise == pytest.approx(2) and npo.knowledge_points == pytest.approx(-2)
+    assert npo.completion_familiarity == 0.1 and npo.kl_to_baseline == 0.02
+    assert table.loc["baseline", "kl_to_baseline"] == 0.0       # B against itself, whatever was passed
+    assert npo["with primer (% of baseline)"] == pytest.approx(75)
+    assert npo["group B before relearning (% of baseline)"] == pytest.approx(10)
+    assert npo["group A after 10 relearning steps (% of baseline)"] == pytest.approx(50)
+    assert npo["group B after 25 relearning steps (% of baseline)"] == pytest.approx(80)
+    assert npo["early stop step"] == 8 and npo.seconds == 12.5
+    assert pd.isna(table.loc["baseline", "early stop step"])
+    lines = attacks.narrate(table, 25)
+    assert any("npo: 75% of the target probability removed" in line for line in lines)
+    with pytest.raises(ValueError, match="baseline"):
+        attacks.summary_table({"npo": measured["npo"]}, reminder, recovery)
+    with pytest.raises(ValueError, match="step 0"):
+        attacks.recovery_table({"npo": curves["npo"]})

@@ -377,3 +377,14 @@ def test_scorers_complete_with_a_generic_model(pair, tiny_tokenizer):
         tiny_tokenizer, PROMPTS, 6)
     with pytest.raises(ValueError, match="top_k"):
         whp.generate(torch.ones(1, 2, dtype=torch.long), top_k=5)
+
+
+def test_kl_of_a_generic_model_to_b(pair, tiny_tokenizer):
+    texts = ["Harry Potter studies magic at a school in the hills.", "The cat sat on the mat."]
+    assert scoring.kl_divergence(gd.GenericModel(pair, 0.0).against_base(), tiny_tokenizer, texts) == pytest.approx(0, abs=1e-6)
+    kl = scoring.kl_divergence(gd.GenericModel(pair, ALPHA).against_base(), tiny_tokenizer, texts)
+    assert kl > 1e-4
+    with pair.base() as B:                     # the base view is B exactly
+        ids = tiny_tokenizer(texts[0], return_tensors="pt")["input_ids"]
+        expected = B(input_ids=ids).logits
+    torch.testing.assert_close(gd.BaseView(pair)(input_ids=ids).logits, expected)

@@ -171,3 +171,13 @@ def test_best_adapter_keeps_the_early_stopped_model(tmp_path, tiny_tokenizer, ti
     final = probe.familiarity_score(probe.token_familiarity(model, tok, probes, progress=False))
     assert final == pytest.approx(keep.history[-1]["familiarity"], rel=1e-4)
     assert again != pytest.approx(final, rel=1e-3)
+
+
+def test_pair_with_base_for_every_kind_of_model(tiny_tokenizer):
+    from conftest import make_tiny_pair
+    from nbsupport.generic_decoding import GenericModel
+    pair = make_tiny_pair(len(tiny_tokenizer), seed=0, shared=True)
+    assert methods.pair_with_base(pair.model).model is pair.model
+    assert methods.pair_with_base(pair.model.get_base_model()) is None
+    whp = GenericModel(pair, 5.0)
+    assert methods.pair_with_base(whp).model is whp
