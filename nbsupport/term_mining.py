@@ -1,4 +1,5 @@
-"""Step 2, continued: finding anchored terms in a text and proposing generic translations.
+"""Step 2, continued: finding anchored terms in a text, typing them, and building
+their dictionary from the text alone (issue 15).
 
 The paper asked GPT-4 for anchored terms passage by passage. Offline, we mine them
 from the target text alone:
@@ -14,15 +15,11 @@ from the target text alone:
 * ``infer_types``: person, place, organisation, object, spell (or magic term),
   creature or event, from the text's own cues (titles, "at X", "the X of",
   pronouns and verbs around the term, plural forms, head nouns);
-* ``propose_translations``: generic counterparts, type-matched names from
-  ``name_pools.json`` (B's own masked predictions when a pair is given and they
-  pass the rules), consistent across a full name and its parts;
-* ``validate_translations``: the rules every translation must pass (offline or
-  from an LLM): never a key, a piece of a key or of another target term, a
-  function word, a word reinforcement marks as target-specific, or a word of
-  another type (a person is never translated as a place). ``rejections`` lists
-  what was dropped and why, for the review table;
-* ``llm_propose``: the optional LLM step (an OpenAI-compatible client).
+* ``propose_translations``, ``validate_translations``, ``llm_propose``: the
+  text's side of ``nbsupport.translations`` (which holds the pools and the rules
+  every translation obeys): the keys' types and the terms to stay clear of
+  come from the text, B's masked proposals and the reinforcement boost from
+  the models. ``rejections`` lists what was dropped and why, for the review table.
 
 The result is an ``AnchorDict`` (``nbsupport.dictionary``) with provenance
 ``extracted`` or ``llm``; each entry's ``note`` holds the inferred type.
@@ -30,76 +27,28 @@ The result is an ``AnchorDict`` (``nbsupport.dictionary``) with provenance
 from __future__ import annotations
 
 import bisect
-import json
 import math
-import random
 import re
 from collections import defaultdict
-from functools import lru_cache
 from typing import Iterable, Sequence
 
 import pandas as pd
 from wordfreq import word_frequency, zipf_frequency
 
-from . import package_data, scoring, terms
-from .dictionary import AnchorDict, AnchorError, Entry, apply_merge_rules
+from . import scoring, terms, translations
+from .dictionary import AnchorDict, apply_merge_rules
 from .pair import ModelPair
+from .translations import (  # noqa: F401  (the vocabulary and rules, also used from here by notebooks and tests)
+    CONNECTORS, FUNCTION_WORDS, HEADS, LLM_SCHEMA, REJECTED_COLUMNS, TITLES, TYPES, WORD, coarse_type, common,
+    head_noun, is_function_word, name_pools, plural_pair, rejections, translation_problems, translation_type)
 
-TYPES = ("person", "place", "organisation", "object", "spell", "creature", "event")
-
-_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]|[A-Za-z]")
-_CONNECTORS = {"of", "the", "and"}
 _SENTENCE_END = re.compile(r"[.!?:\n\"]\s*$")
 
-# Words a translation may never be (alone), and never a candidate term either.
-FUNCTION_WORDS = frozenset("""
-a about above across after afterwards again against all almost alone along already also although always am
-among an and another any anybody anyone anything anyway anywhere are around as at back be became because
-become becomes been before beforehand behind being below beside besides between beyond both but by can
-cannot could did do does doing done down during each either else elsewhere enough even ever every everyone
-everything everywhere except few first for former formerly from further furthermore had has have having he
-hence her here hers herself him himself his how however i if in indeed instead into is it its itself just
-last later latter least less many may maybe me meanwhile might mine more moreover most mostly much must my
-myself neither never nevertheless next no nobody none nor not nothing now nowhere of off often on once one
-only onto or other others otherwise our ours ourselves out over perhaps please quite rather really same
-second several shall she should since so some somebody someone something sometimes somewhere still such
-than that the their theirs them themselves then there thereafter therefore these they this those though
-through throughout thus to together too toward towards under unless until up upon us very via was we well
-were what whatever when whenever where whereas wherever whether which while who whoever whole whom whose
-why will with within without would yes yet you your yours yourself yourselves
-q a oh ok okay hello thanks thank fun note see
-""".split())
-
-TITLES = {"Mr", "Mrs", "Ms", "Miss", "Mister", "Madam", "Madame", "Professor", "Prof", "Dr", "Doctor", "Sir",
-          "Lady", "Lord", "Uncle", "Aunt", "Auntie", "Headmaster", "Headmistress", "Minister", "Captain",
-          "Master", "Mistress", "Dame", "King", "Queen", "Prince", "Princess", "Saint", "St", "Monsieur"}
 _MALE_TITLES = {"Mr", "Mister", "Sir", "Lord", "Uncle", "King", "Prince", "Headmaster", "Monsieur"}
 _FEMALE_TITLES = {"Mrs", "Ms", "Miss", "Madam", "Madame", "Lady", "Aunt", "Auntie", "Headmistress", "Dame",
                   "Queen", "Princess", "Mistress"}
 _SURNAME_TITLES = {"Mr", "Mrs", "Ms", "Miss", "Mister", "Madam", "Madame", "Professor", "Prof", "Dr", "Doctor",
                    "Minister", "Captain", "Headmaster", "Headmistress", "Monsieur"}
-
-# Head nouns: the last word of a multi-word name (or the word before "of") says its type.
-_HEADS = {
-    "place": """alley street drive lane road avenue hall tower towers forest wood woods lake castle manor village
-        hollow shack station platform room chamber cottage inn pub shop store hill valley square place corridor
-        library hospital school academy prison bank garden gardens grounds cave island bridge ward floor court
-        house mountain mountains field fields park river sea bay harbour harbor port town city row yard market
-        cellar dungeon dungeons passage gate gates common quarter district moor marsh farm tavern""",
-    "organisation": """ministry department office order army society club squad council committee league team
-        united network bureau guild brigade association union party agency company firm family eaters
-        alliance circle legion brotherhood sisterhood federation organisation organization wizards""",
-    "object": """hat cloak stone wand map sword cup locket diadem ring mirror book books beans frog frogs cakes cards
-        ears broom broomstick diary egg quill quills glasses key keys prophet newspaper magazine robes
-        box chest clock watch goblet basin pensieve vanishing cabinet chess snap gum toffee pops fudge nougat
-        creams pasties wands cauldron tea butterbeer""",
-    "spell": """curse curses charm charms jinx jinxes hex hexes spell spells potion potions draught draughts elixir
-        serum incantation enchantment transfiguration magic""",
-    "event": """battle tournament ball ceremony war match feast championship festival wedding funeral trial games
-        task tasks""",
-    "creature": """dog cat owl rat toad snake dragon spider horse bird elf elves beast beasts giant giants""",
-}
-_HEADS = {k: {w.strip("?") for w in v.split()} for k, v in _HEADS.items()}
 
 # Cue words around an occurrence (lower case) and what they say about the term's type.
 _CUES = {
@@ -241,7 +190,7 @@ def _index(text: str, index: TextIndex | None = None) -> TextIndex:
 def _words(text: str) -> list[tuple[int, int, str, bool]]:
     """(start, end, word, possessive) of every word; "Harry's" is "Harry" with possessive=True."""
     out = []
-    for m in _WORD.finditer(text):
+    for m in WORD.finditer(text):
         w, end, poss = m.group(0), m.end(), False
         if w.endswith("'s"):
             w, end, poss = w[:-2], end - 2, True
@@ -252,10 +201,6 @@ def _words(text: str) -> list[tuple[int, int, str, bool]]:
 def _initial(text: str, start: int) -> bool:
     """Does a sentence (or a line, a quote, a Q/A) start at ``start``?"""
     return start == 0 or _SENTENCE_END.search(text[max(0, start - 3):start]) is not None
-
-
-def _common(word: str, zipf: float = 5.0) -> bool:
-    return word.lower() in FUNCTION_WORDS or zipf_frequency(word.lower(), "en") >= zipf
 
 
 def candidate_terms(text: str, min_count: int = 2, max_words: int = 4) -> pd.DataFrame:
@@ -282,8 +227,8 @@ def candidate_terms(text: str, min_count: int = 2, max_words: int = 4) -> pd.Dat
                 break
             if nxt[0].isupper():
                 last = j = j + 1
-            elif between == " " and nxt in _CONNECTORS and j + 2 < len(words) and (
-                    words[j + 2][2][0].isupper() or words[j + 2][2] in _CONNECTORS):
+            elif between == " " and nxt in CONNECTORS and j + 2 < len(words) and (
+                    words[j + 2][2][0].isupper() or words[j + 2][2] in CONNECTORS):
                 j += 1
             else:
                 break
@@ -291,17 +236,18 @@ def candidate_terms(text: str, min_count: int = 2, max_words: int = 4) -> pd.Dat
         span = words[i:last + 1]
         for a in range(len(span)):
             # a sentence-initial common word is no part of the name ("The Sorting Hat", "When Harry")
-            if a == 0 and initial and len(span) > 1 and _common(span[0][2]):
+            if a == 0 and initial and len(span) > 1 and common(span[0][2]):
                 continue
             for b in range(a + 1, len(span) + 1):
                 sub = span[a:b]
-                if sum(w not in _CONNECTORS for _, _, w, _ in sub) > max_words:
+                if sum(w not in CONNECTORS for _, _, w, _ in sub) > max_words:
                     break
                 first, end = sub[0][2], sub[-1][2]
-                if first in _CONNECTORS or end in _CONNECTORS or not first[0].isupper():
+                if first in CONNECTORS or end in CONNECTORS or not first[0].isupper():
                     continue
-                if a == 0 and b == 1 and initial:
-                    continue   # sentence-initial single words are ambiguous ("When", "The")
+                if a == 0 and b == 1 and initial and (len(span) == 1 or common(first)):
+                    continue   # sentence-initial single words are ambiguous ("When", "The"), unless
+                    # the first word of a longer name ("Draco" of "Draco Malfoy. ...")
                 if len(sub) > 1 and (first in TITLES and first != "Lord" or end in TITLES):
                     continue   # "Professor Snape" is Snape with a title, not a name of its own
                 term = "".join(w + ("'s" if p and k < len(sub) - 1 else "") + " "
@@ -309,15 +255,19 @@ def candidate_terms(text: str, min_count: int = 2, max_words: int = 4) -> pd.Dat
                 spans.add(term)
         i = last + 1
     # single letters, titles and function words capitalised mid-sentence are no terms
-    spans = {t for t in spans if " " in t or (len(t) > 1 and t not in TITLES and not _common(t, 5.5))}
+    spans = {t for t in spans if " " in t or (len(t) > 1 and t not in TITLES and not common(t, 5.5))}
     rows = [(t, "proper noun") for t in spans]
     lower = {w for _, _, w, _ in words if w.islower() and len(w) >= 4}
+    # wordfreq rates a hyphenated compound about as common as its rarer part, so a
+    # compound of ordinary words ("house-elf") looks commoner than it is: one up to
+    # zipf 4 is a candidate when the text keeps using it (three times or more)
+    compound = {w for w in lower if "-" in w and 3.0 <= zipf_frequency(w, "en") < 4.0}
     rows += [(w, "rare word") for w in lower
-             if zipf_frequency(w, "en") < 2.5 or ("-" in w and zipf_frequency(w, "en") < 3.0)]
+             if zipf_frequency(w, "en") < 2.5 or ("-" in w and zipf_frequency(w, "en") < 3.0) or w in compound]
     index = _index(text)
     table = pd.DataFrame([{"term": t, "count": index.count(t), "kind": k} for t, k in rows],
                          columns=["term", "count", "kind"])
-    table = table[table["count"] >= min_count]
+    table = table[(table["count"] >= min_count) & ~(table["term"].isin(compound) & (table["count"] < 3))]
     counts = dict(zip(table["term"], table["count"]))
 
     def coordination(term):   # "Harry and Ron": two names, not one
@@ -343,19 +293,19 @@ def _occurrence(text: str, s: int, e: int) -> dict:
     capitalised name word, a title just before, a possessive "'s" after."""
     left_text = text[max(0, s - 80):s]
     cut = max(left_text.rfind(c) for c in ".!?\n:")
-    bag_before = [w.lower() for w in _WORD.findall(left_text[cut + 1:])]
+    bag_before = [w.lower() for w in WORD.findall(left_text[cut + 1:])]
     before = bag_before[-3:]
     right_text = text[e + 2 if text.startswith("'s", e) else e:e + 100]
     m = re.search(r"[.!?\n]", right_text)
     after_sentence = right_text[:m.start()] if m else right_text
-    bag_after = [w.lower() for w in _WORD.findall(after_sentence)]
+    bag_after = [w.lower() for w in WORD.findall(after_sentence)]
     after = bag_after[:4]
     initial = _initial(text, s)
     left = _LEFT_WORD.search(left_text) if left_text.endswith(" ") else None
     left_word = left.group(1) if left else ""
     title = left_word if left_word in TITLES else ""
     left_name = bool(left_word and left_word[0].isupper() and not title
-                     and not (_initial(text, s - len(left.group(0))) and _common(left_word)))
+                     and not (_initial(text, s - len(left.group(0))) and common(left_word)))
     left_name = left_name or _LEFT_OF.search(left_text) is not None
     coord = [m.group(1) for m in [_COORD_LEFT.search(left_text)] if m]
     coord += [m.group(1) for m in [_COORD_RIGHT.match(text, e)] if m]
@@ -372,7 +322,7 @@ def _pronouns_after(text: str, e: int) -> list[tuple[str, float]]:
     """The he/she pronouns after an occurrence, with a weight: 1 up to the next
     name (whose they could also be), 0.3 after it."""
     out, weight = [], 1.0
-    for m in _WORD.finditer(text, e, min(len(text), e + 160)):
+    for m in WORD.finditer(text, e, min(len(text), e + 160)):
         w = m.group(0)
         if w[0].isupper() and w.lower() not in _PRONOUNS and not _initial(text, m.start()):
             weight = 0.3
@@ -395,9 +345,17 @@ def occurrences(term: str, text: str, index: TextIndex | None = None, limit: int
     return [_occurrence(text, s, e) for s, e in found[::step][:limit]]
 
 
+def _coordination(term: str) -> bool:
+    """"Fred and George", "Lily and James Potter": two names side by side, not one
+    name that holds them ("School of Witchcraft and Wizardry" is one name)."""
+    x, _, y = term.partition(" and ")
+    return bool(x and y) and " of " not in term and x[:1].isupper() and y[:1].isupper() \
+        and len(x.split()) <= 2 and len(y.split()) <= 2
+
+
 def _longer_spans(table: pd.DataFrame, index: TextIndex) -> tuple[list[int], list[tuple[int, int]]]:
     """Every occurrence of a multi-word candidate, sorted: (starts, spans)."""
-    spans = sorted(sp for t in table["term"] if " " in t for sp in index.spans(t))
+    spans = sorted(sp for t in table["term"] if " " in t and not _coordination(t) for sp in index.spans(t))
     return [a for a, _ in spans], spans
 
 
@@ -428,7 +386,7 @@ def term_features(table: pd.DataFrame, text: str, index: TextIndex | None = None
         initial = [_initial(text, s) for s, _ in found]
         inside = [_inside(s, e, starts, spans) for s, e in found]
         # a use of its own: not inside a longer name, and not a sentence-initial common word ("When")
-        rare = not _common(term.split()[0])
+        rare = not common(term.split()[0])
         alone = sum(1 for ini, ins in zip(initial, inside) if not ins and (rare or not ini))
         the = sum(1 for s, _ in found if text[max(0, s - 4):s] in ("the ", "The "))
         lower = 0.0
@@ -444,23 +402,6 @@ def term_features(table: pd.DataFrame, text: str, index: TextIndex | None = None
 
 
 # ----------------------------------------------------------------- entity types
-def _head(term: str) -> str:
-    """The head noun of a multi-word name: the word before "of" ("Battle of Hogwarts"),
-    else the last word ("Diagon Alley")."""
-    ws = term.split()
-    if "of" in ws[1:]:
-        return ws[ws.index("of") - 1].lower()
-    return ws[-1].lower().removesuffix("'s")
-
-
-def _plural_pair(term: str, have) -> str | None:
-    """The singular of ``term`` if that is a term too (Dementors -> Dementor), else None."""
-    for cut in ("es", "s"):
-        if term.endswith(cut) and term[:-len(cut)] in have:
-            return term[:-len(cut)]
-    return None
-
-
 _ARTICLES = {"a", "an", "the"}
 
 
@@ -470,7 +411,7 @@ def _type_scores(term: str, occ: list[dict], have: set[str]) -> dict[str, float]
     scores = dict.fromkeys(TYPES, 0.0)
     n = max(1, len(occ))
     cues = _CUES
-    heads_of = {w: t for t, heads in _HEADS.items() for w in heads}
+    heads_of = {w: t for t, heads in HEADS.items() for w in heads}
 
     def add(kind, weight, *hits):
         if any(hits):
@@ -531,11 +472,11 @@ def _type_scores(term: str, occ: list[dict], have: set[str]) -> dict[str, float]
     scores = {t: v / n * 10 for t, v in scores.items()}
     ws = term.split()
     if len(ws) > 1:   # the head noun of a multi-word name outweighs the cues
-        head, first = _head(term), ws[0].lower()
-        for t, heads in _HEADS.items():
+        head, first = head_noun(term), ws[0].lower()
+        for t, heads in HEADS.items():
             if head in heads or (first in heads and t in ("organisation", "event") and "of" in ws):
                 scores[t] += 6.0
-    if _plural_pair(term, have) or (term + "s") in have or (term + "es") in have:
+    if plural_pair(term, have) or (term + "s") in have or (term + "es") in have:
         scores["creature"] += 1.0   # a common noun with a plural: a kind of thing, not a name
         scores["object"] += 1.0
         scores["organisation"] += 0.5
@@ -549,7 +490,7 @@ def _countable(term: str, have: set[str], index: TextIndex) -> bool:
     """A common noun written with a capital: it has a plural among the terms and
     is used with "a"/"an" ("an Auror", "a Death Eater"); a surname in the plural
     ("the Weasleys") is not."""
-    singular = _plural_pair(term, have) or term
+    singular = plural_pair(term, have) or term
     has_plural = singular != term or singular + "s" in have or singular + "es" in have
     with_article = sum(index.count(f"{a} {singular}") for a in ("a", "an", "the", "A", "An", "The"))
     return has_plural and index.count("a " + singular) + index.count("an " + singular) >= 2 \
@@ -568,6 +509,15 @@ def _sport_share(occ: list[dict]) -> float:
     return hits / max(1, len(occ))
 
 
+def _noun_share(occ: list[dict]) -> float:
+    """Share of uses after an article, a possessive determiner or a possessive
+    ("cast a Patronus", "Harry's Patronus"): a thing named by a noun, not a word
+    of command ("shouted Expelliarmus")."""
+    nouns = _ARTICLES | _DETERMINERS | {"her"}
+    hits = sum(1 for o in occ if o["before"][-1:] and (o["before"][-1] in nouns or o["before"][-1].endswith("'s")))
+    return hits / max(1, len(occ))
+
+
 def _margin(scores: dict[str, float], kind: str) -> float:
     return scores[kind] - max(v for k, v in scores.items() if k != kind)
 
@@ -576,8 +526,8 @@ def _is_name_span(term: str) -> bool:
     """A multi-word span that could be a person's full name: no connector, no
     possessive, no head noun ("Sirius Black" yes; "Diagon Alley", "Dumbledore's Army" no)."""
     ws = term.split()
-    return len(ws) > 1 and not set(ws) & _CONNECTORS and "'s " not in term and \
-        not any(_head(term) in heads for heads in _HEADS.values())
+    return len(ws) > 1 and not set(ws) & CONNECTORS and "'s " not in term and \
+        not any(head_noun(term) in heads for heads in HEADS.values())
 
 
 def infer_types(table: pd.DataFrame, text: str, index: TextIndex | None = None) -> pd.DataFrame:
@@ -617,7 +567,7 @@ def infer_types(table: pd.DataFrame, text: str, index: TextIndex | None = None) 
             # a word mostly used inside a name with a head noun takes its type ("Polyjuice" of "Polyjuice Potion")
             kind = max(TYPES, key=lambda k: base[f][k])
             for w in f.split()[:-1]:
-                if w in base and w not in _CONNECTORS and base[f][kind] > 0:
+                if w in base and w not in CONNECTORS and base[f][kind] > 0:
                     scores[w][kind] += 4.0 * min(1.0, 2 * index.count(f) / max(1, index.count(w)))
     for w, fulls in part_of.items():
         persons = [f for f in fulls if _margin(scores[f], "person") > 0]
@@ -626,12 +576,12 @@ def infer_types(table: pd.DataFrame, text: str, index: TextIndex | None = None) 
         if len({f.split()[0] for f in persons if f.split()[-1] == w}) >= 2:
             scores[w]["person"] += 6.0   # the family name of several persons ("Morfin Gaunt", "Merope Gaunt")
     chosen = {}
-    for t in sorted(out["term"], key=lambda t: bool(_plural_pair(t, have))):   # singulars first
+    for t in sorted(out["term"], key=lambda t: bool(plural_pair(t, have))):   # singulars first
         s = scores[t]
         if t[0].isupper() and " " not in t and max(s.values()) <= 0.5:
             s = {**s, "person": s["person"] + 0.6}   # a bare capitalised word without cues: a name
         best = max(TYPES, key=lambda k: s[k]) if max(s.values()) > 0 else "object"
-        singular = _plural_pair(t, have)
+        singular = plural_pair(t, have)
         if singular:
             best = chosen[singular][0]
         elif _countable(t, have, index) and best in ("person", "object", "creature", "organisation"):
@@ -665,6 +615,7 @@ def infer_types(table: pd.DataFrame, text: str, index: TextIndex | None = None) 
     out["type"], out["role"], out["gender"], out["type_margin"] = types, roles, genders, margins
     out["countable"] = [_countable(t, have, index) for t in out["term"]]
     out["sport"] = [_sport_share(occ[t]) >= 0.15 for t in out["term"]]
+    out["noun_use"] = [_noun_share(occ[t]) for t in out["term"]]
     return out
 
 
@@ -690,29 +641,10 @@ def _person_role(term: str, occ: list[dict], have: set[str], index: TextIndex) -
         return "full name", gender
     first = sum(o["right_name"] for o in occ) + sum(o["title"] in ("Uncle", "Aunt", "Sir") for o in occ)
     last = sum(o["left_name"] for o in occ) + 2 * sum(o["title"] in _SURNAME_TITLES for o in occ)
-    if _plural_pair(term, have) or index.count(term + "s") >= 2:
+    if plural_pair(term, have) or index.count(term + "s") >= 2:
         last += 3   # "the Weasleys": a family name
     last += sum(2 for o in occ if o["after"][:1] == ["family"])
     return ("surname" if last > first else "first name"), gender
-
-
-def coarse_type(note: str) -> str:
-    """Map a dictionary note onto ``TYPES`` ("" for no type, e.g. the curated
-    "idiom"): person (male)/person (female)/surname -> person, house -> organisation,
-    potion -> spell, sport/money -> object; our own notes ("person (surname)") too."""
-    base = (note or "").split(" (")[0].strip().lower()
-    mapping = {"surname": "person", "house": "organisation", "potion": "spell", "sport": "object",
-               "money": "object", "organization": "organisation", "group": "organisation",
-               "magic term": "spell", "spell or magic term": "spell"}
-    base = mapping.get(base, base)
-    return base if base in TYPES else ""
-
-
-def _note(row) -> str:
-    if row["type"] != "person":
-        return row["type"]
-    detail = ", ".join(x for x in (row.get("role", ""), row.get("gender", "")) if x)
-    return f"person ({detail})" if detail else "person"
 
 
 # ----------------------------------------------------------------- ranking
@@ -808,7 +740,7 @@ def _keep_parts(table: pd.DataFrame, min_count: int) -> pd.DataFrame:
     for row in table.itertuples():
         if row.kind != "proper noun" or row.inside == 0:
             keep.append(True)
-        elif _common(row.term, 3.5) or " " in row.term:
+        elif common(row.term, 3.5) or " " in row.term:
             keep.append(row.alone >= min_count)
         else:
             keep.append(row.alone >= 1 or row.term in name_words)
@@ -817,12 +749,15 @@ def _keep_parts(table: pd.DataFrame, min_count: int) -> pd.DataFrame:
 
 def _drop_covered(ranked: pd.DataFrame) -> pd.DataFrame:
     """Drop a multi-word name whose words are all terms ranked above it ("Harry
-    Potter" after "Harry" and "Potter"): translating word by word covers it (the
-    paper's merge rule)."""
-    seen, keep = set(), []
+    Potter" after "Harry" and "Potter"; "Fred and George" after "Fred" and
+    "George"): translating word by word covers it (the paper's merge rule)."""
+    seen, keep, have = set(), [], set(ranked["term"])
     for term in ranked["term"]:
         ws = [w.removesuffix("'s") for w in term.split()]
-        keep.append(not (len(ws) > 1 and all(w in seen for w in ws)))
+        if _coordination(term):   # two names: covered by both, wherever they rank
+            keep.append(not all(n in have for n in term.split(" and ")))
+        else:
+            keep.append(not (len(ws) > 1 and all(w in seen for w in ws)))
         seen.add(term)
     return ranked.loc[pd.Series(keep, index=ranked.index, dtype=bool)].reset_index(drop=True)
 
@@ -877,140 +812,22 @@ def extraction_quality(extracted: Iterable[str], reference: AnchorDict, text: st
             "recall": len(extracted & present) / len(present) if present else 0.0}
 
 
-# ----------------------------------------------------------------- translation rules
-def name_pools() -> dict[str, list[str]]:
-    """Generic replacement words by kind (``data/anchors/name_pools.json``)."""
-    doc = json.loads(package_data("anchors", "name_pools.json").read_text("utf-8"))
-    return {k: v for k, v in doc.items() if isinstance(v, list)}
-
-
-# which pools hold which type (a translation found in one has that type)
-_POOL_TYPES = {"first_names_male": "person", "first_names_female": "person", "surnames": "person",
-               "places": "place", "place_nouns": "place", "organisations": "organisation",
-               "organisation_names": "organisation", "objects": "object", "creatures": "creature",
-               "pet_names": "creature", "spells": "spell", "magic_nouns": "spell", "events": "event",
-               "members": "organisation", "games": "object"}
-
-
-@lru_cache(maxsize=1)
-def _pool_index() -> dict[str, str]:
-    out = {}
-    for pool, items in name_pools().items():
-        for item in items:
-            out.setdefault(item.lower().removeprefix("the "), _POOL_TYPES.get(pool, ""))
-    return out
-
-
-def _singular(word: str) -> str:
-    for suffix, repl in (("ies", "y"), ("ches", "ch"), ("shes", "sh"), ("xes", "x"), ("ses", "s"), ("s", "")):
-        if word.endswith(suffix) and len(word) > len(suffix) + 1:
-            return word[:-len(suffix)] + repl
-    return word
-
-
-def translation_type(translation: str) -> str:
-    """The type a translation reads as: the pool it comes from (also in the
-    plural, or after a title or modifier: "Lord Oswald", "Little Pembury"), a first
-    name plus surname (person), or its head noun ("the northern village": place,
-    "Regional Office of Magic": organisation); "" when nothing says."""
-    pools = _pool_index()
-    ws = [w for w in translation.lower().removeprefix("the ").split() if w.title() not in TITLES]
-    if not ws:
-        return ""
-    for phrase in (" ".join(ws), " ".join(ws[:-1] + [_singular(ws[-1])])):
-        if phrase in pools:
-            return pools[phrase]
-    if all(pools.get(w) == "person" or pools.get(_singular(w)) == "person" for w in ws):
-        return "person"
-    head = _head(" ".join(ws))
-    for kind in ("place", "organisation", "event", "spell", "object", "creature"):
-        if head in _HEADS[kind] or _singular(head) in _HEADS[kind]:
-            return kind
-    last = ws[-1] if "of" not in ws[1:] else head
-    return pools.get(last) or pools.get(_singular(last)) or ""
-
-
-def is_function_word(translation: str) -> bool:
-    """Only function words ("The", "However", "of the"), or one very common word."""
-    ws = [w.lower() for w in _WORD.findall(translation)]
-    return not ws or all(w in FUNCTION_WORDS for w in ws) or (len(ws) == 1 and zipf_frequency(ws[0], "en") >= 6.0)
-
-
-def _specific_words(targets: Iterable[str]) -> set[str]:
-    """The words of target terms that point at the target: a target that is one
-    word ("Harry", however common), and every word of a longer one that is not
-    ordinary English (zipf 3 or more: "Diagon" of "Diagon Alley", not "Alley")."""
-    out = set()
-    for t in targets:
-        ws = [w.removesuffix("'s") for w in t.split()]
-        if len(ws) == 1:
-            out.add(ws[0].lower())
-        out |= {w.lower() for w in ws if w not in _CONNECTORS and not _common(w, 3.0)}
-    return {w for w in out if len(w) >= 3}
-
-
-def translation_problems(key: str, translation: str, kind: str, targets: set[str],
-                         specific: set[str] | None = None) -> list[str]:
-    """Why ``translation`` may not stand for ``key`` (empty if it may).
-
-    ``kind`` is the key's type (``TYPES``, "" if unknown); ``targets`` every key
-    and target term. A translation is never a key or target term, never contains
-    one, never a piece of one (a word of it inside a target word, "Hog" of
-    "Hogwarts", unless it is ordinary English; or a target word inside a word of
-    it, "Ron" in "Ronson"), never only function words, and never of another kind
-    for a person (a person is not translated as a place, nor a place as a person)."""
-    if specific is None:
-        specific = _specific_words(targets)
-    low = translation.lower()
-    problems = []
-    target_low = {t.lower() for t in targets}
-    if low in target_low or low.removeprefix("the ") in target_low:
-        problems.append("is a key or target term")
-    else:
-        inside = [t for t in targets if t.lower() != key.lower() and terms.mentions(translation, t)
-                  and (" " in t or t.lower() in specific)]
-        if inside:
-            problems.append(f"contains the target term {inside[0]!r}")
-    words = [w.removesuffix("'s").lower() for w in _WORD.findall(translation)]
-    key_words = {w.lower() for w in key.split()}
-    for w in words:
-        if w in key_words and w not in specific:
-            continue   # the key's own ordinary words ("Hat" of "Sorting Hat") may stay
-        if w in specific and not problems:
-            problems.append(f"{w!r} is a word of a target term")
-            break
-        if not _common(w, 4.0):
-            host = next((s for s in specific if w != s and w in s), None)
-            if len(w) >= 3 and host:
-                problems.append(f"{w!r} is a piece of the target word {host!r}")
-                break
-        part = next((s for s in specific if s != w and s in w), None)
-        if part:
-            problems.append(f"contains the target word {part!r}")
-            break
-    if is_function_word(translation):
-        problems.append("only function words")
-    reads_as = translation_type(translation)
-    if kind == "person" and reads_as and reads_as != "person":
-        problems.append(f"a person translated as a {reads_as}")
-    elif kind == "person" and not all(w[:1].isupper() for w in translation.split()):
-        problems.append("a person translated as a common noun")
-    elif kind and kind != "person" and reads_as == "person":
-        problems.append(f"a {kind} translated as a person")
-    return problems
-
-
+# ----------------------------------------------------------------- translations, from the text's side
 def target_terms(text: str, ranked: pd.DataFrame | None = None, min_specificity: float = 2.0,
                  extra: Iterable[str] = ()) -> set[str]:
     """Terms a translation must stay clear of: every candidate of ``text``
     (names and their parts, "Alley" of "Diagon Alley" included) at least 100
     times more frequent there than in English (``min_specificity`` 2), the
     ranked terms as specific as that, and ``extra`` (the dictionary's keys, terms
-    to avoid)."""
+    to avoid). A capitalised word the text also writes in lower case, as an
+    ordinary word, at least twice ("Potion" of "Polyjuice Potion": "a potion")
+    is no target term of its own: "Shrink Potion" may stand for "Polyjuice Potion"."""
     table = candidate_terms(text, min_count=2)
     out = set(table.loc[specificity(table, max(1, len(_words(text)))) >= min_specificity, "term"])
     if ranked is not None and "specificity" in ranked:
         out |= set(ranked.loc[ranked["specificity"] >= min_specificity, "term"])
+    index = _index(text)
+    out = {t for t in out if " " in t or not t[:1].isupper() or index.count(t.lower()) < 2}
     return out | set(extra)
 
 
@@ -1033,15 +850,31 @@ def _boost_in_contexts(pair: ModelPair, tok, contexts: Sequence[str], words: Seq
     return out
 
 
-REJECTED_COLUMNS = ["key", "translation", "source", "reason"]
+def _typed_rows(keys: Sequence[str], text: str, ranked: pd.DataFrame | None = None) -> dict[str, dict]:
+    """key -> its ``extract_candidates`` row (type, role, gender, features): from
+    ``ranked`` when it holds every key and its parts, else inferred from ``text``
+    (with the text's other candidates as company)."""
+    parts = {w.removesuffix("'s") for k in keys if " " in k for w in k.split()}
+    if ranked is not None and "type" in ranked and set(keys) <= set(ranked["term"]):
+        rows = ranked.set_index("term")
+        return {k: rows.loc[k].to_dict() for k in [*keys, *parts] if k in rows.index}
+    table = candidate_terms(text, min_count=1)
+    index = _index(text)
+    extra = [k for k in keys if k not in set(table["term"])]
+    if extra:
+        table = pd.concat([table, pd.DataFrame({"term": extra, "count": [index.count(k) for k in extra],
+                                                "kind": "proper noun"})], ignore_index=True)
+    typed = infer_types(term_features(table, text, index), text, index).set_index("term")
+    return {k: typed.loc[k].to_dict() for k in [*keys, *parts] if k in typed.index}
 
 
 def validate_translations(dictionary: AnchorDict, text: str, targets: Iterable[str] | None = None,
                           types: dict[str, str] | None = None, pair: ModelPair | None = None, tok=None,
                           boost_threshold: float = 0.5, source: str = "") -> tuple[AnchorDict, pd.DataFrame]:
-    """Check every translation with the rules of ``translation_problems`` (and,
-    with B and R, that reinforcement did not raise it: boost in the key's
-    contexts at most ``boost_threshold`` nats per token).
+    """``translations.validate`` against ``text``: every translation checked with
+    the rules of ``translation_problems`` (and, with B and R, that reinforcement
+    did not raise it: boost in the key's contexts at most ``boost_threshold``
+    nats per token).
 
     ``targets``: terms to stay clear of (default: ``target_terms(text)``); the
     dictionary's keys always count. ``types``: key -> type (default: from each
@@ -1049,157 +882,33 @@ def validate_translations(dictionary: AnchorDict, text: str, targets: Iterable[s
     valid translations, keys without any left out; a DataFrame of what was
     rejected: key, translation, source, reason)."""
     keys = dictionary.keys()
-    targets = (target_terms(text) if targets is None else set(targets)) | set(keys)
-    specific = _specific_words(targets)
+    targets = target_terms(text) if targets is None else set(targets)
     types = dict(types or {})
     missing = [k for k in keys if k not in types and not coarse_type(dictionary[k].note)]
     if missing:
-        types.update(_infer_key_types(missing, text))
-    out, rejected = AnchorDict(), []
-    for key in keys:
-        entry = dictionary[key]
-        kind = types.get(key) or coarse_type(entry.note)
-        kind = coarse_type(kind) or kind
-        boosts = {}
-        if pair is not None and tok is not None:
+        types.update({k: row["type"] for k, row in _typed_rows(missing, text).items() if k in missing})
+    boosts = {}
+    if pair is not None and tok is not None:
+        for key in keys:
             contexts = contexts_of(key, text, n=2)
-            boosts = _boost_in_contexts(pair, tok, contexts, entry.translations) if contexts else {}
-        good = []
-        for t in entry.translations:
-            problems = translation_problems(key, t, kind, targets, specific)
-            if boosts.get(t, 0.0) > boost_threshold:
-                problems.append(f"reinforcement raised it (boost {boosts[t]:.2f} nats/token): target-specific")
-            if problems:
-                rejected.append({"key": key, "translation": t, "source": source or entry.provenance,
-                                 "reason": "; ".join(problems)})
-            else:
-                good.append(t)
-        if good:
-            out.add(Entry(key, good, entry.provenance, entry.note))
-        else:
-            rejected.append({"key": key, "translation": "", "source": source or entry.provenance,
-                             "reason": "no valid translation left: key dropped"})
-    return out, pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
-
-
-def rejections(dictionary: AnchorDict) -> pd.DataFrame:
-    """What ``propose_translations`` or ``llm_propose`` rejected while building
-    ``dictionary``, and why (key, translation, source, reason): for the review table."""
-    found = getattr(dictionary, "rejected", None)
-    return found.copy() if found is not None else pd.DataFrame(columns=REJECTED_COLUMNS)
-
-
-def _infer_key_types(keys: Sequence[str], text: str) -> dict[str, str]:
-    """Types of ``keys`` inferred from ``text`` (with the text's other candidates as company)."""
-    return {k: row["type"] for k, row in _typed_rows(keys, text).items()}
-
-
-def _typed_rows(keys: Sequence[str], text: str, ranked: pd.DataFrame | None = None) -> dict[str, dict]:
-    if ranked is not None and "type" in ranked and set(keys) <= set(ranked["term"]):
-        rows = ranked.set_index("term")
-        return {k: rows.loc[k].to_dict() for k in keys}
-    table = candidate_terms(text, min_count=1)
-    index = _index(text)
-    extra = [k for k in keys if k not in set(table["term"])]
-    if extra:
-        table = pd.concat([table, pd.DataFrame({"term": extra, "count": [index.count(k) for k in extra],
-                                                "kind": "proper noun"})], ignore_index=True)
-    typed = infer_types(table, text, index).set_index("term")
-    return {k: typed.loc[k].to_dict() for k in keys}
-
-
-# ----------------------------------------------------------------- offline translations
-def _plural(word: str) -> str:
-    if re.search(r"(s|x|z|ch|sh)$", word):
-        return word + "es"
-    if re.search(r"[^aeiou]y$", word):
-        return word[:-1] + "ies"
-    return word + "s"
-
-
-def _pluralise(phrase: str) -> str:
-    ws = phrase.split()
-    return " ".join(ws[:-1] + [_plural(ws[-1])])
-
-
-def _title(phrase: str) -> str:
-    return " ".join(w if w in _CONNECTORS else w[:1].upper() + w[1:] for w in phrase.split())
-
-
-class _Picker:
-    """Draws translations from the pools: seeded, each used once, and only ones
-    that pass ``translation_problems`` for the key."""
-
-    def __init__(self, targets: set[str], seed: int):
-        self.pools = {k: [p.removeprefix("the ") for p in v] for k, v in name_pools().items()}
-        self.targets, self.specific = targets, _specific_words(targets)
-        self.rng, self.used = random.Random(seed), set()
-        self.rejected: list[dict] = []
-
-    def pick(self, key: str, kind: str, pools: Sequence[str], form=lambda s: s, avoid: Iterable[str] = ()) -> str:
-        """A valid pool entry for ``key``; one no other key has yet, while there is one."""
-        items = [form(p) for name in pools for p in self.pools.get(name, [])]
-        avoid = {a.lower() for a in avoid}
-        fallback = None
-        for t in self.rng.sample(items, len(items)):
-            if t.lower() in avoid:
-                continue
-            if t.lower() in self.used:
-                fallback = fallback or t
-                continue
-            problems = translation_problems(key, t, kind, self.targets, self.specific)
-            if problems:
-                self.rejected.append({"key": key, "translation": t, "source": "pool", "reason": "; ".join(problems)})
-                continue
-            self.used.add(t.lower())
-            return t
-        if fallback is not None and not translation_problems(key, fallback, kind, self.targets, self.specific):
-            return fallback   # the pools are used up: share an entry rather than fail
-        raise AnchorError(f"the pools {list(pools)} have no usable translation left for {key!r}: "
-                          "add entries to name_pools.json")
-
-
-def _first_name_pools(gender: str) -> list[str]:
-    return {"male": ["first_names_male"], "female": ["first_names_female"]}.get(
-        gender, ["first_names_male", "first_names_female"])
-
-
-def _type_pools(kind: str, row: dict) -> list[str]:
-    """The pools for a non-person term of ``kind``; ``row`` holds its
-    features (``the``: how often the text says "the X")."""
-    the = float(row.get("the", 0.0) or 0.0)
-    if kind == "place":
-        return ["place_nouns"] if the >= 0.5 else ["places"]
-    if kind == "organisation":
-        if row.get("countable", False):
-            return ["members"]   # "an Auror", "Death Eaters": one member of a group
-        return ["organisations"] if the >= 0.5 else ["organisation_names"]
-    if kind == "creature":
-        named = the < 0.2 and not row.get("countable", False)
-        return ["pet_names"] if named else ["creatures"]
-    if kind == "spell":
-        return ["spells"]
-    if kind == "event":
-        return ["events"]
-    if row.get("sport", False):
-        return ["games"]
-    return ["objects"]
+            if contexts:
+                boosts[key] = _boost_in_contexts(pair, tok, contexts, dictionary[key].translations)
+    return translations.validate(dictionary, targets, types, boosts, boost_threshold, source)
 
 
 def propose_translations(new: Sequence[str], text: str, pair: ModelPair | None = None, tok=None, seed: int = 0,
                          n: int = 2, avoid: Iterable[str] = (), ranked: pd.DataFrame | None = None,
                          boost_threshold: float = 0.5) -> AnchorDict:
-    """Generic translations for extracted terms, offline, generic by construction.
+    """Generic translations for extracted terms, offline, generic by construction
+    (``translations.translate``).
 
     Each term gets a type (from ``ranked``, the table ``extract_candidates``
     returned, or inferred from ``text``), recorded in its note, and ``n``
-    translations from the pools of that type (``name_pools.json``): first names
-    for first names (by gender), surnames for surnames, places for places... A
-    full name is translated part by part, so "Harry Potter" -> "Jon Parker" when
-    "Harry" -> "Jon" and "Potter" -> "Parker" (the i-th translations agree); a
-    plural follows its singular; ordinary words of a name stay ("Sorting Hat" ->
-    "Velvet Hat"). With B and R (``pair``), B's own top predictions where the
-    term is masked are tried first, kept only if they pass every rule.
+    translations from the pools of that type; a full name agrees with its parts
+    ("Harry Potter" -> "Jon Parker" when "Harry" -> "Jon"). With B and R
+    (``pair``), B's own top predictions where the term is masked are tried first,
+    kept only if they pass every rule, read as the term's type and were not
+    raised by reinforcement.
 
     Every translation passes ``translation_problems`` against the terms, ``avoid``
     (existing keys) and the text's target terms. What was rejected on the way
@@ -1207,145 +916,12 @@ def propose_translations(new: Sequence[str], text: str, pair: ModelPair | None =
     new = list(dict.fromkeys(new))
     rows = _typed_rows(new, text, ranked)
     targets = target_terms(text, ranked, extra=[*new, *avoid])
-    picker = _Picker(targets, seed)
-    out, words = AnchorDict(), {}   # words: a name part -> its n translations, shared by every key using it
-    have = set(new)
-
-    def n_picks(key, kind, pools, form=_title):
-        picks = []
-        for _ in range(n):
-            picks.append(picker.pick(key, kind, pools, form, avoid=picks))
-        return picks
-
-    def by_model(key, kind):
-        if pair is None or tok is None or " " in key:
-            return []
-        found = _masked_predictions(pair, tok, key, text, n=2 * n)
-        if not found:
-            return []
-        boosts = _boost_in_contexts(pair, tok, contexts_of(key, text, n=2), found)
-        keep = []
-        for t in found:
-            problems = translation_problems(key, t, kind, targets, picker.specific)
-            if kind == "person" and translation_type(t) != "person":
-                problems.append("not a generic name (person names come from the name pools)")
-            if boosts.get(t, 0.0) > boost_threshold:
-                problems.append(f"reinforcement raised it (boost {boosts[t]:.2f} nats/token): target-specific")
-            if problems or t.lower() in picker.used:
-                picker.rejected.append({"key": key, "translation": t, "source": "model",
-                                        "reason": "; ".join(problems) or "already used"})
-            else:
-                keep.append(t)
-                picker.used.add(t.lower())
-        return keep[:n]
-
-    def person_part(word, role, gender):
-        if word not in words:
-            # unknown gender: one gender for all of the key's translations
-            gender = gender or picker.rng.choice(["male", "female"])
-            pools = ["surnames"] if role == "surname" else _first_name_pools(gender)
-            words[word] = n_picks(word, "person", pools)
-        return words[word]
-
-    order = sorted(new, key=lambda t: (len(t.split()), bool(_plural_pair(t, have))))
-    for key in order:
-        row = rows[key]
-        kind = row.get("type") or "object"
-        singular = _plural_pair(key, have)
-        if singular and singular in out:
-            translations = [_pluralise(t) for t in out[singular].translations]
-        elif kind == "person":
-            translations = _person_translations(key, row, person_part, rows)
-        else:
-            translations = by_model(key, kind)
-            translations += _thing_translations(key, kind, row, words, picker, n - len(translations))
-        translations = translations[:n]
-        if key[0].islower() and kind != "person":
-            translations = [t.lower() for t in translations]
-        if " " not in key and key not in words:
-            words[key] = translations
-        note = _note({**row, "type": kind})
-        out.add(Entry(key, translations, "extracted", note))
-    # composed names and plurals were built from checked parts: check every entry once more, as a whole
-    out = AnchorDict(out[k] for k in new)
-    valid, rejected = validate_translations(out, text, targets=targets,
-                                            types={k: coarse_type(out[k].note) for k in out.keys()})
-    valid.rejected = pd.DataFrame(picker.rejected + rejected.to_dict("records"), columns=REJECTED_COLUMNS)
-    return valid
-
-
-def _person_translations(key: str, row: dict, person_part, rows: dict) -> list[str]:
-    ws = key.split()
-    if len(ws) == 1:
-        role = row.get("role") or "first name"
-        return list(person_part(key, "surname" if role == "surname" else "first name", row.get("gender", "")))
-    gender = row.get("gender", "")
-    parts = []
-    for i, w in enumerate(ws):
-        if w in TITLES or w in _CONNECTORS:
-            parts.append(None)
-            continue
-        part_row = rows.get(w, {})
-        role = part_row.get("role") if part_row.get("type") == "person" else ""
-        role = role or ("surname" if i == len(ws) - 1 else "first name")
-        parts.append(person_part(w.removesuffix("'s"), role, part_row.get("gender") or gender))
-    n = len(next(p for p in parts if p is not None))
-    return [" ".join(w if p is None else p[i] + ("'s" if w.endswith("'s") else "") for w, p in zip(ws, parts))
-            for i in range(n)]
-
-
-def _thing_translations(key: str, kind: str, row: dict, words: dict, picker: _Picker, n: int) -> list[str]:
-    """Translations of a non-person term: a type-matched pool entry. A multi-word
-    name whose parts have translations is translated through them ("Battle of
-    Hogwarts" -> "Battle of Westfield", "Malfoy Manor" -> "Fisher Manor"); one
-    whose head is an ordinary word gets a new modifier ("Sorting Hat" -> "Velvet
-    Hat"). Whatever fails the rules is replaced by a pool entry."""
-    if n <= 0:
-        return []
-    pools = _type_pools(kind, row)
-
-    def whole(avoid):
-        return picker.pick(key, kind, pools, _title, avoid=avoid)
-
-    ws = key.split()
-    content = [i for i, w in enumerate(ws) if w not in _CONNECTORS and w not in TITLES]
-    head = len(ws) - 1 if "of" not in ws[1:] else ws.index("of") - 1
-    low_targets = {t.lower() for t in picker.targets}
-
-    def ordinary(w):
-        return w.lower() not in low_targets and w.lower() not in picker.specific
-
-    # parts translated by one word each ("Hogwarts" -> "Westfield"), not by a phrase
-    translated = [i for i in content if ws[i].removesuffix("'s") in words
-                  and all(" " not in t for t in words[ws[i].removesuffix("'s")])]
-    if len(ws) == 1 or not content:
-        plan = None
-    elif translated and all(i in translated or ordinary(ws[i].removesuffix("'s")) for i in content):
-        plan = translated   # every other word is ordinary English: keep it
-    elif not translated and head == len(ws) - 1 and all(ordinary(ws[i].removesuffix("'s")) for i in content):
-        plan = [i for i in content if i != head]   # "Sorting Hat", "Great Hall": a new modifier
-        words = {}
-    else:
-        plan = None
-    out = []
-    for j in range(n):
-        t = None
-        if plan:
-            new_ws = list(ws)
-            for i in plan:
-                w, poss = ws[i].removesuffix("'s"), ("'s" if ws[i].endswith("'s") else "")
-                new_ws[i] = (words[w][j % len(words[w])] + poss if w in words
-                             else picker.pick(key, "", ["modifiers"], _title))
-            t = " ".join(new_ws)
-            problems = translation_problems(key, t, kind, picker.targets, picker.specific)
-            if problems or t.lower() in picker.used or t in out:
-                picker.rejected.append({"key": key, "translation": t, "source": "pool",
-                                        "reason": "; ".join(problems) or "already used"})
-                t = None
-        t = t or whole(out)
-        picker.used.add(t.lower())
-        out.append(t)
-    return out
+    model = None
+    if pair is not None and tok is not None:
+        def model(key):
+            found = _masked_predictions(pair, tok, key, text, n=2 * n)
+            return _boost_in_contexts(pair, tok, contexts_of(key, text, n=2), found) if found else {}
+    return translations.translate(new, rows, targets, seed, n, model, boost_threshold)
 
 
 def _masked_predictions(pair: ModelPair, tok, term: str, text: str, n: int) -> list[str]:
@@ -1362,61 +938,18 @@ def _masked_predictions(pair: ModelPair, tok, term: str, text: str, n: int) -> l
     return [w for w, _ in sorted(found.items(), key=lambda kv: -kv[1])][:n]
 
 
-# ----------------------------------------------------------------- LLM proposals
-LLM_SCHEMA = {
-    "type": "object",
-    "properties": {"entries": {"type": "array", "items": {
-        "type": "object",
-        "properties": {"key": {"type": "string", "minLength": 1},
-                       "translations": {"type": "array", "minItems": 1,
-                                        "items": {"type": "string", "minLength": 1}}},
-        "required": ["key", "translations"], "additionalProperties": False}}},
-    "required": ["entries"], "additionalProperties": False,
-}
-
-LLM_INSTRUCTIONS = (
-    "You help remove knowledge of one fictional world from a text. In the passage, find the "
-    "expressions that are idiosyncratic to that world (character names, places, creatures, spells, "
-    "objects, invented words). For each, give one to three generic alternatives that keep the "
-    "sentence coherent: a name becomes a common name of the same kind and gender, a place a generic "
-    "place, an invented word an ordinary word of the same part of speech and number. Reply with "
-    "JSON only: {\"entries\": [{\"key\": ..., \"translations\": [...]}]}. Keys must appear verbatim "
-    "in the passage.")
-
-
 def llm_propose(client, passages: Sequence[str], text: str | None = None, avoid: Iterable[str] = (),
                 pair: ModelPair | None = None, tok=None) -> AnchorDict:
     """Ask an OpenAI-compatible model (``llm_client.LLMClient``) for entries, passage by
-    passage, like the paper's GPT-4 step. Keys must occur verbatim in their passage;
-    every translation then passes the same rules as the offline ones
-    (``validate_translations``, against ``text``, default the passages, and
-    ``avoid``). What was rejected is in ``rejections(result)``."""
-    out, rejected = AnchorDict(), []
-    for passage in passages:
-        answer = client.chat_json([{"role": "system", "content": LLM_INSTRUCTIONS},
-                                   {"role": "user", "content": passage}], LLM_SCHEMA)
-        for item in answer["entries"]:
-            key = item["key"].strip()
-            translations = [t.strip() for t in item["translations"]]
-            if not key or terms.count(key, passage) == 0:
-                rejected.append({"key": key, "translation": " | ".join(translations), "source": "llm",
-                                 "reason": "the key does not occur in its passage"})
-                continue
-            if is_function_word(key):
-                rejected.append({"key": key, "translation": " | ".join(translations), "source": "llm",
-                                 "reason": "the key is a function word"})
-                continue
-            try:
-                out.add(Entry(key, translations, "llm"))
-            except AnchorError as err:   # e.g. a translation equal to its key: drop it, keep the rest
-                keep = [t for t in translations if t and t.lower() != key.lower()]
-                rejected.append({"key": key, "translation": " | ".join(t for t in translations if t not in keep),
-                                 "source": "llm", "reason": str(err)})
-                if keep:
-                    out.add(Entry(key, keep, "llm"))
+    passage, like the paper's GPT-4 step (``translations.llm_entries``). Keys must occur
+    verbatim in their passage; each key is typed from ``text`` (default: the passages)
+    and every translation then passes the same rules as the offline ones
+    (``validate_translations``, against ``text`` and ``avoid``). What was rejected
+    is in ``rejections(result)``."""
+    out, rejected = translations.llm_entries(client, passages)
     text = text if text is not None else "\n\n".join(passages)
     if len(out):
-        types = _infer_key_types(out.keys(), text)
+        types = {k: row["type"] for k, row in _typed_rows(out.keys(), text).items()}
         for key in out.keys():
             out[key].note = types[key]
         targets = target_terms(text, extra=[*out.keys(), *avoid])
