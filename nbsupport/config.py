@@ -79,6 +79,10 @@ _CPU: dict[str, Any] = {
     "method_probe_every": 4,
     "relearn_steps": [0, 10, 25],  # relearning attack: familiarity measured after these steps
     "attack_probes": 30,        # token probes per group (A, B) measured inside the attack loops
+    # --- scale (GPU profiles; see the README's "Paper scale" and nbsupport/memory.py)
+    "gradient_checkpointing": False,  # recompute activations in the backward pass: far less memory, ~30% slower
+    "memory_check": False,      # plan GPU memory before training: smaller batch per GPU (same global batch) or a clear error
+    "lm_eval_benchmarks": False,# after notebook 06: the paper's seven benchmarks through lm-eval (needs the hub)
 }
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -99,7 +103,8 @@ PROFILES: dict[str, dict[str, Any]] = {
             "n_completion_prompts": None, "completion_tokens": 64, "corpus_tokens": None,
             "block_size": 512, "reinforce_epochs": 3.0, "reinforce_lr": 2e-4,
             "reinforce_batch_size": 8, "finetune_lr": 2e-4, "finetune_batch_size": 8,
-            "eval_completions": 137, "step_probes": 112, "relearn_steps": [0, 10, 25, 100], "method_steps": 60},
+            "eval_completions": 137, "step_probes": 112, "relearn_steps": [0, 10, 25, 100], "method_steps": 60,
+            "gradient_checkpointing": True, "memory_check": True, "lm_eval_benchmarks": True},
     # The paper's setting: Llama-2-7b-chat, your own text (set TARGET_TEXT), and the
     # paper's hyperparameters: 3 epochs, context 512, lr 3e-6, batch 8 x accumulation 16.
     "paper": {**_CPU, "model": "meta-llama/Llama-2-7b-chat-hf", "batch_size": 16,
@@ -109,7 +114,8 @@ PROFILES: dict[str, dict[str, Any]] = {
               # finetuning: 2 epochs, lr 1e-6, batch 8 x 16, full finetune, hard labels
               "finetune_recipes": ["paper"], "finetune_method": "full", "finetune_epochs": 2.0,
               "finetune_lr": 1e-6, "finetune_batch_size": 8, "finetune_grad_accum": 16,
-              "eval_completions": 137, "step_probes": 112, "sweep_alphas": [], "sweep_lrs": []},
+              "eval_completions": 137, "step_probes": 112, "sweep_alphas": [], "sweep_lrs": [],
+              "gradient_checkpointing": True, "memory_check": True, "lm_eval_benchmarks": True},
 }
 
 

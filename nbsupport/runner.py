@@ -3,9 +3,13 @@
     python -m nbsupport run --profile cpu --run-dir runs/cpu
     python -m nbsupport run --profile smoke --run-dir runs/ci --only 01
     python -m nbsupport run --profile gpu --run-dir runs/gpu -p MODEL my/model
+    python -m nbsupport run --profile paper --run-dir runs/paper --processes 4
 
 Executed copies go to RUN_DIR/notebooks/. A failure stops the series and names
-the notebook and the cell that failed.
+the notebook and the cell that failed. With ``processes`` > 1 (or an accelerate
+config) the heavy stages run first on several processes (``launch.py``) and
+notebooks 02, 04 and 05 reuse their outputs. With the profile's
+``lm_eval_benchmarks``, the paper's benchmarks run after notebook 06 (``lmeval.py``).
 """
 from __future__ import annotations
 
@@ -18,7 +22,13 @@ from typing import Any, Sequence
 import nbformat
 import papermill as pm
 
-from .config import PROFILES, ConfigError
+from . import lmeval
+from .config import PROFILES, ConfigError, resolve
+from .launch import STAGE_NOTEBOOKS, config_overrides, launch_stage
+from .runs import Run
+
+# parameters of the series itself rather than of a notebook
+RUNNER_PARAMETERS = ("LM_EVAL_BENCHMARKS",)
 
 
 class NotebookFailed(RuntimeError):
@@ -75,11 +85,14 @@ def parse_value(text: str) -> Any:
 def run_series(profile: str, run_dir: str | Path, notebook_dir: str | Path | None = None,
                only: Sequence[str] = (), parameters: dict[str, Any] | None = None,
                kernel_name: str = "python3", log_output: bool = False,
-               progress: bool = True) -> list[NotebookResult]:
+               progress: bool = True, processes: int = 1,
+               accelerate_config: str | Path | None = None) -> list[NotebookResult]:
     """Execute the notebooks in order; raise NotebookFailed at the first failing cell.
 
     With ``progress`` papermill's bar shows the cell being run, of how many, and
-    the time elapsed, so a long notebook never sits silent.
+    the time elapsed, so a long notebook never sits silent. With ``processes`` > 1
+    or an ``accelerate_config``, the stage of notebooks 02, 04 and 05 is launched on
+    that many processes just before each (``launch.launch_stage``).
     """
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
@@ -89,7 +102,22 @@ def run_series(profile: str, run_dir: str | Path, notebook_dir: str | Path | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     notebooks = find_notebooks(notebook_dir, only)
     declared = {nb: set(pm.inspect_notebook(str(nb))) for nb in notebooks}
-    unknown = sorted(set(parameters or {}) - set().union(*declared.values()))
+    parameters = dict(parameters or {})
+    series = {k: parameters.pop(k) for k in RUNNER_PARAMETERS if k in parameters}
+    benchmarks = resolve(profile, **config_overrides(series)).lm_eval_benchmarks and \
+        any(nb.name.startswith("06") for nb in notebooks)
+    if benchmarks:   # refused before anything runs, not after an hour of training
+        try:
+            lmeval.require_lm_eval()
+        except lmeval.LmEvalUnavailable as err:
+            raise lmeval.LmEvalUnavailable(f"profile {profile!r} runs the paper's benchmarks after notebook 06: "
+                                           f"{err}; or pass -p LM_EVAL_BENCHMARKS false to skip them") from None
+        if not lmeval.hub_reachable():
+            raise lmeval.LmEvalUnavailable(
+                f"profile {profile!r} runs the paper's benchmarks with lm-eval after notebook 06, and their data "
+                "comes from the Hugging Face hub, which cannot be reached from here: pass "
+                "-p LM_EVAL_BENCHMARKS false to skip them")
+    unknown = sorted(set(parameters) - set().union(*declared.values()))
     if unknown:  # caught before anything runs, not after an hour of training
         raise ConfigError(f"no notebook declares the parameter(s) {unknown}; "
                           f"known: {sorted(set().union(*declared.values()))}")
@@ -99,8 +127,12 @@ def run_series(profile: str, run_dir: str | Path, notebook_dir: str | Path | Non
                   **(parameters or {})}
         params = {k: v for k, v in params.items() if k in declared[nb]}
         executed = out_dir / nb.name
-        print(f"==> {nb.name} (profile {profile})", flush=True)
         start = time.perf_counter()
+        stage = {number: name for name, number in STAGE_NOTEBOOKS.items()}.get(nb.name[:2])
+        if stage and (processes > 1 or accelerate_config):
+            launch_stage(stage, profile, run_dir, {k: v for k, v in params.items() if k not in ("PROFILE", "RUN_DIR")},
+                         processes, accelerate_config)
+        print(f"==> {nb.name} (profile {profile})", flush=True)
         try:
             pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name=kernel_name,
                                 cwd=str(nb.parent), log_output=log_output, progress_bar=progress)
@@ -110,4 +142,7 @@ def run_series(profile: str, run_dir: str | Path, notebook_dir: str | Path | Non
         seconds = time.perf_counter() - start
         print(f"    {nb.name} done in {seconds:.0f} s -> {executed}", flush=True)
         results.append(NotebookResult(nb.name, seconds))
+        if benchmarks and nb.name.startswith("06"):
+            print("==> the paper's benchmarks with lm-eval (baseline vs unlearned)", flush=True)
+            print(lmeval.table_markdown(lmeval.benchmark_run(Run(run_dir))), flush=True)
     return results

@@ -5,19 +5,31 @@ attach LoRA (or unfreeze everything), train with the transformers Trainer
 Both stages train a causal LM on fixed-length token blocks; they differ only in
 their labels (the text itself for reinforcement, generic labels for finetuning)
 and, for finetuning, in the loss (a Trainer subclass).
+
+The same code runs on one process and under ``torchrun`` / ``accelerate launch``
+(DDP on N processes, or FSDP for a full finetune): the Trainer reads the launch
+from the environment, the profile's batch x accumulation is kept as the GLOBAL
+batch (``settings_from`` divides it over the processes), and only the first
+process writes the saved model, the losses and the records.
 """
 from __future__ import annotations
 
 import copy
 import json
+import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from peft import LoraConfig, get_peft_model
-from transformers import PrinterCallback, Trainer, TrainingArguments, default_data_collator
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file
+from transformers import (PrinterCallback, Trainer, TrainerControl, TrainerState, TrainingArguments,
+                          default_data_collator)
+
+from . import memory
+from .runs import write_text_atomic
 
 
 class TrainingError(RuntimeError):
@@ -40,6 +52,8 @@ class TrainSettings:
     save_steps: int = 50
     logging_steps: int = 1
     seed: int = 0
+    gradient_checkpointing: bool = False   # recompute activations in the backward pass (GPU profiles)
+    memory_check: bool = False             # fit the batch per GPU to the memory plan (GPU profiles)
 
     def __post_init__(self):
         if self.method not in ("lora", "full"):
@@ -69,16 +83,82 @@ class BlockDataset(torch.utils.data.Dataset):
                 "attention_mask": torch.ones_like(self.input_ids[i])}
 
 
-def settings_from(cfg, stage: str) -> TrainSettings:
+def settings_from(cfg, stage: str, processes: int | None = None) -> TrainSettings:
     """The training settings of ``stage`` ("reinforce" or "finetune") from a resolved
     profile: its ``<stage>_method``, ``_epochs``, ``_lr``, ``_batch_size``,
-    ``_grad_accum`` and ``_max_steps`` parameters, and the shared LoRA shape."""
+    ``_grad_accum`` and ``_max_steps`` parameters, the shared LoRA shape, and the
+    profile's ``gradient_checkpointing`` and ``memory_check``.
+
+    ``batch_size x grad_accum`` is the global batch of one optimizer step: on N
+    processes (``processes``, default ``WORLD_SIZE``) each takes 1/N of it, so a
+    run on 4 GPUs trains the same model as one on 1 GPU.
+    """
     if stage not in ("reinforce", "finetune"):
         raise ValueError(f"stage must be 'reinforce' or 'finetune', got {stage!r}")
-    return TrainSettings(method=cfg[f"{stage}_method"], epochs=cfg[f"{stage}_epochs"],
-                         learning_rate=cfg[f"{stage}_lr"], batch_size=cfg[f"{stage}_batch_size"],
-                         grad_accum=cfg[f"{stage}_grad_accum"], max_steps=cfg[f"{stage}_max_steps"],
-                         lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, seed=cfg.seed)
+    settings = TrainSettings(method=cfg[f"{stage}_method"], epochs=cfg[f"{stage}_epochs"],
+                             learning_rate=cfg[f"{stage}_lr"], batch_size=cfg[f"{stage}_batch_size"],
+                             grad_accum=cfg[f"{stage}_grad_accum"], max_steps=cfg[f"{stage}_max_steps"],
+                             lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, seed=cfg.seed,
+                             gradient_checkpointing=cfg.get("gradient_checkpointing", False),
+                             memory_check=cfg.get("memory_check", False))
+    processes = _processes() if processes is None else processes
+    if processes == 1:
+        return settings
+    batch, accum = memory.split_global_batch(settings.batch_size * settings.grad_accum, processes,
+                                             settings.batch_size)
+    return replace(settings, batch_size=batch, grad_accum=accum)
+
+
+def fit_to_memory(settings: TrainSettings, shape: "memory.ModelShape | None", seq_len: int,
+                  gpu_bytes: int | None = None, processes: int | None = None, fsdp: bool | None = None,
+                  quiet: bool = False) -> TrainSettings:
+    """With ``settings.memory_check`` and a GPU: the settings with the largest batch
+    per GPU that the memory plan (``memory.plan``) says fits, and more accumulation
+    so the global batch stays the same; ``memory.DoesNotFitError`` (with the plan
+    and what to do) if not even one sequence fits. Unchanged without the check, a
+    GPU or a known ``shape``.
+
+    ``gpu_bytes`` defaults to this process's GPU less what other tensors already
+    hold there (e.g. the frozen baseline kept beside a full reinforcement);
+    ``processes`` and ``fsdp`` to the launch (``memory.launch_environment``).
+    """
+    if not settings.memory_check:
+        return settings
+    env_processes, env_fsdp = memory.launch_environment()
+    processes = env_processes if processes is None else processes
+    fsdp = env_fsdp if fsdp is None else fsdp
+    gpu_bytes = memory.gpu_bytes() if gpu_bytes is None else gpu_bytes
+    if gpu_bytes is None or shape is None:
+        if gpu_bytes is not None:
+            print("memory plan skipped: the model's shape is unknown")
+        return settings
+    kw = dict(method=settings.method, seq_len=seq_len, processes=processes, fsdp=fsdp,
+              checkpointing=settings.gradient_checkpointing, lora_r=settings.lora_r)
+    fits = memory.largest_batch(shape, gpu_bytes, limit=settings.batch_size, **kw)
+    if fits == 0:
+        memory.check_fits(memory.plan(shape, batch_size=1, **kw), gpu_bytes, shape)
+    if not quiet and _is_main_process():
+        print(memory.plan(shape, batch_size=fits, **kw))
+    if fits == settings.batch_size:
+        return settings
+    batch, accum = memory.split_global_batch(settings.batch_size * settings.grad_accum * processes, processes, fits)
+    if not quiet and _is_main_process():
+        print(f"batch per GPU lowered to fit: {batch} x {accum} accumulation x {processes} process(es) "
+              f"(the global batch of {settings.batch_size} x {settings.grad_accum} x {processes} is kept)")
+    return replace(settings, batch_size=batch, grad_accum=accum)
+
+
+def _gpu_bytes_left_for(model) -> int | None:
+    """This GPU's usable memory less what tensors other than ``model``'s already hold."""
+    total = memory.gpu_bytes()
+    if total is None:
+        return None
+    mine = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()] if t.is_cuda)
+    return total - max(0, torch.cuda.memory_allocated() - mine)
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", 0)) == 0
 
 
 def attach_lora(model, settings: TrainSettings):
@@ -87,6 +167,23 @@ def attach_lora(model, settings: TrainSettings):
                         lora_dropout=settings.lora_dropout, target_modules=settings.target_modules,
                         task_type="CAUSAL_LM")
     return get_peft_model(model, config)
+
+
+def enable_checkpointing(model, reentrant: bool = False) -> None:
+    """Gradient (activation) checkpointing: recompute each layer's activations in the
+    backward pass instead of keeping them, for a fraction of the memory.
+
+    With LoRA the embedding output does not require grad (the base is frozen), and
+    reentrant checkpointing then drops the gradient of every adapter inside a
+    checkpointed layer: lora_B stays zero and nothing trains, silently. So the
+    inputs are made to require grad (``enable_input_require_grads``) whatever the
+    transformers version does by itself.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    enable = getattr(inner, "activation_checkpointing_enable", None) or inner.gradient_checkpointing_enable
+    enable({"use_reentrant": reentrant})
+    inner.config.use_cache = False
+    model.enable_input_require_grads()
 
 
 def _master_weights_in_fp32(model) -> dict:
@@ -102,8 +199,7 @@ def _master_weights_in_fp32(model) -> dict:
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
-    on_gpu = next(model.parameters()).device.type == "cuda"
-    if not (half and on_gpu):
+    if not (half and _on_gpu(model)):
         return {}
     return {"bf16": torch.bfloat16 in half, "fp16": torch.bfloat16 not in half}
 
@@ -118,14 +214,17 @@ def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, sett
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     record = output_dir / "settings.json"
-    mine = json.dumps(asdict(settings), sort_keys=True, default=list)
+    mine = _record(settings)
     last = last_complete_checkpoint(output_dir) if resume else None
     if last and record.exists() and record.read_text() != mine:
-        raise TrainingError(f"the checkpoints in {output_dir} were made with other settings; "
-                            "delete that folder or train with resume=False")
-    record.write_text(mine)
-    on_gpu = next(model.parameters()).device.type == "cuda"
+        raise TrainingError(f"the checkpoints in {output_dir} were made with other settings "
+                            "(or another number of processes); delete that folder or train with resume=False")
+    if _is_main_process():
+        write_text_atomic(record, mine)
+    on_gpu = _on_gpu(model)
     precision = _master_weights_in_fp32(model)
+    if settings.gradient_checkpointing and os.environ.get("FSDP_ACTIVATION_CHECKPOINTING") != "true":
+        enable_checkpointing(model)   # (under FSDP, its own checkpointing is set in the accelerate config)
     args = TrainingArguments(
         output_dir=str(output_dir), num_train_epochs=settings.epochs, max_steps=settings.max_steps,
         learning_rate=settings.learning_rate, per_device_train_batch_size=settings.batch_size,
@@ -168,25 +267,114 @@ def train_and_save(model, dataset: torch.utils.data.Dataset, run, out: str, sett
     """The skeleton both stages share: attach LoRA (or unfreeze all weights), train,
     save to ``<out>/adapter`` (LoRA) or ``<out>/model`` (full), losses to
     ``<out>/losses.json``, and with ``save_merged`` full weights with the adapter
-    merged in ``<out>/merged``. Checkpoints go to ``<out>/checkpoints``.
+    merged in ``<out>/merged``. Checkpoints go to ``<out>/checkpoints``;
+    ``<out>/trained.json``, written last, marks the training finished.
+
+    With ``resume``, a training already finished with the same settings (the same
+    global batch, on any number of processes: e.g. by ``python -m nbsupport stage``
+    under ``accelerate launch``) is not repeated: its saved weights are loaded into
+    ``model`` and its losses read back, and each callback's ``on_train_begin`` is
+    called at the final step, as on a resume at the end.
 
     Returns ``(trained model, losses)``; a LoRA model is a PeftModel around ``model``.
     """
+    final = f"{out}/adapter" if settings.method == "lora" else f"{out}/model"
+    done = finished_training(run, out, settings) if resume else None
+    if done is not None:
+        return _reuse_finished(model, run, out, final, settings, done, callbacks, tok, save_merged)
+    if settings.memory_check:
+        seq_len = int(dataset[0]["input_ids"].shape[-1])
+        settings = fit_to_memory(settings, memory.ModelShape.from_config(model.config.to_dict()), seq_len,
+                                 gpu_bytes=_gpu_bytes_left_for(model))
     if settings.method == "lora":
         model = attach_lora(model, settings)
     else:
         model.requires_grad_(True)
     trainer = train(model, dataset, run.path(f"{out}/checkpoints"), settings, resume=resume,
                     callbacks=callbacks, trainer_class=trainer_class)
-    with run.atomic_dir(f"{out}/adapter" if settings.method == "lora" else f"{out}/model") as tmp:
-        save_model(model, tmp)
-        if tok is not None and settings.method == "full":
-            tok.save_pretrained(tmp)
     losses = loss_history(trainer)
-    run.write_json(f"{out}/losses.json", losses)
-    if save_merged and settings.method == "lora":
-        save_merged_copy(model, run, f"{out}/merged", tok)
+    # under FSDP every process holds a shard: gathering the full weights takes all of them
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+    if trainer.is_world_process_zero():
+        with run.atomic_dir(final) as tmp:
+            save_model(model, tmp, state_dict=state_dict)
+            if tok is not None and settings.method == "full":
+                tok.save_pretrained(tmp)
+        run.write_json(f"{out}/losses.json", losses)
+        if save_merged and settings.method == "lora":
+            save_merged_copy(model, run, f"{out}/merged", tok)
+        run.write_json(f"{out}/trained.json", {"settings": _global_form(settings),
+                                               "global_step": trainer.state.global_step})
+    trainer.accelerator.wait_for_everyone()
     return model, losses
+
+
+def _processes() -> int:
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _on_gpu(model) -> bool:
+    """Train on the GPU: the model is there, or FSDP will shard it there from the CPU."""
+    if next(model.parameters()).device.type == "cuda":
+        return True
+    return memory.launch_environment()[1] and torch.cuda.is_available()
+
+
+def _record(settings: TrainSettings) -> str:
+    """The settings a checkpoint can be resumed with (the process count included when > 1)."""
+    extra = {"processes": _processes()} if _processes() > 1 else {}
+    return json.dumps({**asdict(settings), **extra}, sort_keys=True, default=list)
+
+
+def _global_form(settings: TrainSettings) -> dict:
+    """The settings that decide the trained model: the split of the global batch over
+    processes, accumulation and memory (and checkpointing) left out."""
+    record = json.loads(json.dumps(asdict(settings), default=list))
+    record["global_batch"] = record.pop("batch_size") * record.pop("grad_accum") * _processes()
+    record.pop("gradient_checkpointing")
+    record.pop("memory_check")
+    return record
+
+
+def finished_training(run, out: str, settings: TrainSettings) -> dict | None:
+    """The ``trained.json`` record of a training of ``out`` finished with these
+    settings (same global batch), or None."""
+    if not run.exists(f"{out}/trained.json"):
+        return None
+    done = run.read_json(f"{out}/trained.json")
+    if done.get("settings") != _global_form(settings):
+        return None
+    return done
+
+
+def _reuse_finished(model, run, out: str, final: str, settings: TrainSettings, done: dict,
+                    callbacks: Sequence, tok, save_merged: bool):
+    if settings.method == "lora":
+        model = PeftModel.from_pretrained(model, run.require(final), is_trainable=False)
+    else:
+        load_weights(model, run.require(final))
+    model.eval()
+    losses = run.read_json(f"{out}/losses.json")
+    if save_merged and settings.method == "lora" and not run.exists(f"{out}/merged") and _is_main_process():
+        save_merged_copy(model, run, f"{out}/merged", tok)
+    state = TrainerState(global_step=done["global_step"], max_steps=done["global_step"])
+    for callback in callbacks:
+        callback.on_train_begin(None, state, TrainerControl(), model=model)
+    print(f"{out}: training already finished (step {done['global_step']}); loaded from {run.path(final)}. "
+          "Train again with RESUME = False.")
+    return model, losses
+
+
+def load_weights(model, directory: str | Path) -> None:
+    """Load a saved full model's safetensors (one file or shards) into ``model`` in place."""
+    files = sorted(Path(directory).glob("*.safetensors"))
+    if not files:
+        raise TrainingError(f"no .safetensors weights in {directory}")
+    tied = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    for f in files:
+        _, unexpected = model.load_state_dict(load_file(str(f)), strict=False)
+        if set(unexpected) - tied:
+            raise TrainingError(f"{f} holds weights this model does not have: {sorted(unexpected)[:3]}")
 
 
 def save_merged_copy(model, run, name: str, tok=None) -> None:
@@ -205,13 +393,15 @@ def loss_history(trainer) -> list[dict]:
     return [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
 
 
-def save_model(model, directory: str | Path) -> None:
+def save_model(model, directory: str | Path, state_dict: dict | None = None) -> None:
     """``save_pretrained`` in standard Hugging Face format (an adapter for a PeftModel).
 
     Adapters skip the embedding-layer check, which would look the base model up
     on the hub (offline here, and pointless: we never resize the vocabulary).
+    ``state_dict``: the full weights gathered from FSDP shards.
     """
+    extra = {"state_dict": state_dict} if state_dict is not None else {}
     if hasattr(model, "peft_config"):
-        model.save_pretrained(directory, save_embedding_layers=False)
+        model.save_pretrained(directory, save_embedding_layers=False, **extra)
     else:
-        model.save_pretrained(directory)
+        model.save_pretrained(directory, **extra)

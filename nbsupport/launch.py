@@ -1,0 +1,200 @@
+"""Paper scale: the three heavy stages as scripts that run on several GPUs.
+
+    python -m nbsupport stage reinforce --profile paper --run-dir runs/paper
+    accelerate launch --config_file configs/accelerate/ddp_4gpu.yaml \\
+        -m nbsupport stage labels --profile paper --run-dir runs/paper
+
+Each stage does what its notebook's heavy cells do, with the same parameters,
+and writes the same outputs into the run directory:
+
+* ``reinforce`` (notebook 02): the corpus blocks and the reinforced model R;
+* ``labels`` (notebook 04): the generic labels, each process writing its shards;
+* ``finetune`` (notebook 05): one unlearned model per recipe (with its step
+  curve), then the ablation and sweep variants.
+
+The notebook, run afterwards on one process, finds that work finished and
+reuses it (``training.train_and_save`` loads a finished training,
+``generic_labels.generate`` skips written shards), so it only makes its tables
+and plots. ``python -m nbsupport run --processes N`` does both in order: before
+notebooks 02, 04 and 05 it launches the stage on N processes (``torchrun``, or
+``accelerate launch`` with ``--accelerate-config``), then runs the notebook.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import (config, corpus, dictionary, finetune, generic_labels, memory, models, probe, reinforce, runs,
+               training)
+
+# the notebook whose heavy cells each stage runs (the runner launches the stage just before it)
+STAGE_NOTEBOOKS = {"reinforce": "02", "labels": "04", "finetune": "05"}
+
+
+class StageFailed(RuntimeError):
+    """A launched stage exited with an error; its output above says why."""
+
+
+def _main_process() -> bool:
+    return int(os.environ.get("RANK", 0)) == 0
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def stage_device() -> torch.device:
+    """This process's device: its own GPU (``LOCAL_RANK``), the CPU without one, and
+    the CPU under FSDP, which shards the model onto the GPUs itself."""
+    if not torch.cuda.is_available() or memory.launch_environment()[1]:
+        return torch.device("cpu")
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    torch.cuda.set_device(local)
+    return torch.device("cuda", local)
+
+
+def config_overrides(parameters: dict[str, Any] | None) -> dict[str, Any]:
+    """The profile parameters among notebook parameters (``MODEL``, ``ALPHA``, ...),
+    lower-cased; notebook-only ones (``RESUME``, ``INTERACTIVE``, ...) are dropped."""
+    return {k.lower(): v for k, v in (parameters or {}).items() if k.lower() in config.PROFILES["cpu"]}
+
+
+def _stage_config(run_dir, profile: str, stage: str, parameters) -> tuple[runs.Run, config.Config]:
+    if _main_process():
+        return runs.open_stage(run_dir, profile, stage, **config_overrides(parameters))
+    # the other processes read the same configuration without recording it again
+    return runs.Run(run_dir), runs.inherited_config(run_dir, profile, stage, **config_overrides(parameters))
+
+
+def _fitted(cfg, stage: str) -> training.TrainSettings:
+    """The stage's settings, checked against the memory plan before any model is loaded."""
+    settings = training.settings_from(cfg, stage)
+    fitted = training.fit_to_memory(settings, memory.model_shape(cfg.model), cfg.block_size)
+    return replace(fitted, memory_check=settings.memory_check)
+
+
+def reinforce_stage(run_dir, profile: str, parameters: dict | None = None) -> None:
+    """Notebook 02's corpus and reinforcement."""
+    run, cfg = _stage_config(run_dir, profile, "reinforce", parameters)
+    config.set_seed(cfg.seed)
+    settings = _fitted(cfg, "reinforce")
+    if training.finished_training(run, "reinforce", settings):
+        print(f"reinforce: already finished in {run.root}")
+        return
+    model, tok = models.load_model(cfg.model, device=stage_device())
+    text = corpus.target_text(cfg.target_text, tok, seed=cfg.seed, max_tokens=cfg.corpus_tokens,
+                              sha256=cfg.target_sha256, allow_download=cfg.target_download, order=cfg.corpus_order)
+    blocks = corpus.make_blocks(text, tok, cfg.block_size)
+    if _main_process():
+        run.write_text("corpus/target.txt", text)
+        run.save_tensors("corpus/blocks.safetensors", {"input_ids": blocks})
+    # as reinforce.reinforce does, less the frozen copy of B that only the notebook needs
+    training.train_and_save(model, training.BlockDataset(blocks), run, "reinforce", settings, tok=tok)
+
+
+def label_alphas(alpha: float) -> list[float]:
+    """The alphas notebook 04 makes labels for, in its order (one pass gives all)."""
+    return [alpha, alpha / 2, 2 * alpha, 0.0]
+
+
+def labels_stage(run_dir, profile: str, parameters: dict | None = None) -> None:
+    """Notebook 04's label generation (and the reinforcement-only ablation), each
+    process writing the shards whose number is its rank modulo the process count."""
+    run, cfg = _stage_config(run_dir, profile, "labels", parameters)
+    blocks = run.load_tensors("corpus/blocks.safetensors")["input_ids"]
+    anchor_dict = dictionary.AnchorDict.load(run.require("anchors/dictionary.json"))
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else None
+    pair, tok = reinforce.load_reinforced(run, cfg.model, cfg.reinforce_method, device=device)
+    kw = dict(top_k=cfg.soft_top_k, batch_size=cfg.label_batch_size, seed=cfg.seed)
+    generic_labels.generate(pair, tok, blocks, run, anchor_dict, label_alphas(cfg.alpha), **kw)
+    if cfg.ablations:
+        generic_labels.generate(pair, tok, blocks, run, None, [cfg.alpha], out="labels-reinforcement-only", **kw)
+
+
+def variant_name(name: str) -> str:
+    """The folder notebook 05 gives a variant (``finetune/variants/<this>``)."""
+    return "finetune/variants/" + name.replace(" ", "-").replace(",", "").replace("=", "-")
+
+
+def finetune_stage(run_dir, profile: str, parameters: dict | None = None) -> None:
+    """Notebook 05's finetuning: every recipe with its step curve, then the
+    ablation and sweep variants of the recipe the curves choose."""
+    run, cfg = _stage_config(run_dir, profile, "finetune", parameters)
+    data = generic_labels.load(run)
+    device = stage_device()
+    step_probes = probe.split(probe.load_probes("hp_token"), "dev")[:cfg.step_probes]
+    for recipe in cfg.finetune_recipes:
+        config.set_seed(cfg.seed)
+        settings = _fitted(cfg, "finetune")
+        model, tok = models.load_model(cfg.model, device=device)
+        path = run.path(f"finetune/{recipe}/steps.json")
+        # every process measures (under FSDP a forward pass needs them all); one writes
+        steps = finetune.StepProbe(tok, step_probes, corpus.heldout_texts(limit=1), every=cfg.probe_every,
+                                   path=path if _main_process() else None)
+        finetune.finetune(model, data, cfg.alpha, run, settings, **finetune.RECIPES[recipe],
+                          retain=finetune.retain_blocks(tok, cfg.block_size), out=f"finetune/{recipe}",
+                          callbacks=[steps], tok=tok)
+        if _main_process():
+            run.write_json(f"finetune/{recipe}/steps.json", steps.history)
+        del model
+    _barrier()
+    best = finetune.choose_recipe({r: run.read_json(f"finetune/{r}/steps.json") for r in cfg.finetune_recipes})
+    variants = []
+    if cfg.ablations and run.exists("labels-reinforcement-only/meta.json"):
+        only_r = generic_labels.load(run, "labels-reinforcement-only")
+        short = {"epochs": cfg.ablation_epochs}
+        variants += [("reinforcement only", only_r, cfg.alpha, short), ("anchors only", data, 0.0, short),
+                     ("both", data, cfg.alpha, short)]
+    variants += [(f"alpha={a:g}, 1 epoch", data, a, {"epochs": 1.0}) for a in cfg.sweep_alphas]
+    variants += [(f"lr={lr:g}, 1 epoch", data, cfg.alpha, {"epochs": 1.0, "learning_rate": lr}) for lr in cfg.sweep_lrs]
+    for name, labels_of, alpha, overrides in variants:
+        finetune.train_variant(cfg, run, labels_of, alpha, best, out=variant_name(name), device=device, **overrides)
+
+
+STAGES = {"reinforce": reinforce_stage, "labels": labels_stage, "finetune": finetune_stage}
+
+
+def run_stage(stage: str, profile: str, run_dir, parameters: dict | None = None) -> None:
+    """Run one stage in this process (one of N when launched by torchrun / accelerate)."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}: choose one of {', '.join(STAGES)}")
+    STAGES[stage](run_dir, profile, parameters)
+
+
+def launch_command(stage: str, profile: str, run_dir, parameters: dict | None = None, processes: int = 1,
+                   accelerate_config: str | os.PathLike | None = None) -> list[str]:
+    """The command that runs ``stage`` on ``processes`` processes: ``accelerate launch``
+    with a config file (FSDP, mixed precision, ...), else ``torchrun`` (DDP)."""
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    script = ["-m", "nbsupport", "stage", stage, "--profile", profile, "--run-dir", str(run_dir)]
+    for name, value in (parameters or {}).items():
+        script += ["-p", name, json.dumps(value)]
+    if accelerate_config is not None:
+        if not Path(accelerate_config).is_file():
+            raise FileNotFoundError(f"accelerate config {accelerate_config} not found; the course ships "
+                                    "configs/accelerate/*.yaml")
+        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
+                "--num_processes", str(processes), *script]
+    if processes == 1:
+        return [sys.executable, *script]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+            *script]
+
+
+def launch_stage(stage: str, profile: str, run_dir, parameters: dict | None = None, processes: int = 1,
+                 accelerate_config: str | os.PathLike | None = None) -> None:
+    """Run ``stage`` on ``processes`` processes and wait; ``StageFailed`` if it fails."""
+    command = launch_command(stage, profile, run_dir, parameters, processes, accelerate_config)
+    print(f"==> stage {stage} on {processes} process(es): {' '.join(command)}", flush=True)
+    if subprocess.run(command).returncode != 0:
+        raise StageFailed(f"stage {stage!r} failed on {processes} process(es); its output is above. "
+                          f"Rerun it alone with: {' '.join(command)}")
