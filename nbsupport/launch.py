@@ -25,7 +25,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +75,7 @@ def _stage_config(run_dir, profile: str, stage: str, parameters) -> tuple[runs.R
 
 def _fitted(cfg, stage: str) -> training.TrainSettings:
     """The stage's settings, checked against the memory plan before any model is loaded."""
-    settings = training.settings_from(cfg, stage)
-    fitted = training.fit_to_memory(settings, memory.model_shape(cfg.model), cfg.block_size)
-    return replace(fitted, memory_check=settings.memory_check)
+    return training.planned_settings(cfg, stage)
 
 
 def reinforce_stage(run_dir, profile: str, parameters: dict | None = None) -> None:

@@ -109,6 +109,17 @@ def settings_from(cfg, stage: str, processes: int | None = None) -> TrainSetting
     return replace(settings, batch_size=batch, grad_accum=accum)
 
 
+def planned_settings(cfg, stage: str) -> TrainSettings:
+    """``settings_from(cfg, stage)``, checked against the memory plan before any model
+    is loaded: with ``memory_check`` (GPU profiles) a batch per GPU that fits (same
+    global batch) or ``memory.DoesNotFitError`` with what to change; unchanged otherwise."""
+    settings = settings_from(cfg, stage)
+    if not settings.memory_check:
+        return settings
+    fitted = fit_to_memory(settings, memory.model_shape(cfg.model), cfg.block_size)
+    return replace(fitted, memory_check=settings.memory_check)
+
+
 def fit_to_memory(settings: TrainSettings, shape: "memory.ModelShape | None", seq_len: int,
                   gpu_bytes: int | None = None, processes: int | None = None, fsdp: bool | None = None,
                   quiet: bool = False) -> TrainSettings:

@@ -110,3 +110,14 @@ def test_the_global_batch_is_split_over_processes():
     assert (four.batch_size, four.grad_accum) == (8, 4)
     smoke = training.settings_from(config.resolve("smoke"), "finetune", processes=2)
     assert (smoke.batch_size, smoke.grad_accum) == (1, 1)
+
+
+def test_planned_settings_refuse_before_loading_when_nothing_fits(monkeypatch):
+    """Notebooks 02 and 05 call planned_settings before they load the model."""
+    cpu = config.resolve("cpu")
+    assert training.planned_settings(cpu, "finetune") == training.settings_from(cpu, "finetune")  # no check on cpu
+    paper = config.resolve("paper")
+    monkeypatch.setattr(memory, "gpu_bytes", lambda fraction=0.95: 24 * memory.GiB)   # one 24 GB GPU
+    monkeypatch.setattr(memory, "launch_environment", lambda: (1, False))
+    with pytest.raises(memory.DoesNotFitError):
+        training.planned_settings(paper, "reinforce")
