@@ -14,7 +14,8 @@ from the target text alone:
   (``reinforcement_boost``);
 * ``infer_types``: person, place, organisation, object, spell (or magic term),
   creature or event, from the text's own cues (titles, "at X", "the X of",
-  pronouns and verbs around the term, plural forms, head nouns);
+  pronouns and verbs around the term, plural forms, head nouns, what the text
+  says a term is: "Gringotts, the bank that...", lists, family names);
 * ``propose_translations``, ``validate_translations``, ``llm_propose``: the
   text's side of ``nbsupport.translations`` (which holds the pools and the rules
   every translation obeys): the keys' types and the terms to stay clear of
@@ -133,6 +134,23 @@ _BAG = {
 }
 _BAG = {t: set(v.split()) for t, v in _BAG.items()}
 _DETERMINERS = {"his", "their", "my", "your", "our", "its"}
+# What a text says a term *is* ("Gringotts, the bank that...", "Horcrux: an object in
+# which...", "Voldemort, a dark wizard who..."): the kind noun of the definition, by type.
+# The head nouns of names, less the two that name both a place and a group or a person's
+# kin ("a house", "a family"), plus the nouns for people and animals.
+_KIND_NOUNS = {t: set(HEADS[t]) - {"house", "family"} for t in TYPES if t in HEADS}
+_KIND_NOUNS["person"] = set("""person people someone somebody man woman men women boy girl wizard witch wizards
+    witches student pupil teacher professor headmaster headmistress friend follower followers godfather father
+    mother son daughter brother sister uncle aunt cousin wife husband character villain rival caretaker gamekeeper
+    family child orphan hero heroine criminal prisoner servant""".split())
+_KIND_NOUNS["creature"] = _KIND_NOUNS.get("creature", set()) | _CUES["creature"]["kind"]
+_DEFINITION = re.compile(
+    r"(?:'s)?(?P<how>:\s+|,\s+|\s+(?:is|was|are|were)\s+(?:\w+ly\s+)?)"
+    r"(?P<det>(?:a|an|the|one of the|[A-Z][\w\-]*'s)\s+)?"
+    r"(?P<np>[\w\-]+(?:\s+[\w\-]+){0,2})(?P<end>[,.;:)]|\s+(?:who|whom|whose|that|which|where)\b)?")
+_MEMBER_DETS = {"a", "an", "every", "each", "another"}
+_CALLED = {"called", "named", "nicknamed"}
+_ALL_HEADS = {w for heads in HEADS.values() for w in heads}
 _PRONOUNS = {"he": "male", "him": "male", "his": "male", "himself": "male",
              "she": "female", "her": "female", "hers": "female", "herself": "female"}
 
@@ -311,11 +329,71 @@ def _occurrence(text: str, s: int, e: int) -> dict:
     coord += [m.group(1) for m in [_COORD_RIGHT.match(text, e)] if m]
     right = _RIGHT_NAME.match(text, e)
     right_name = bool(right and right.group(1) not in TITLES)
+    cased = WORD.findall(after_sentence)
     return {"initial": initial, "before": before, "after": after, "title": title,
+            "defined": _defined_as(text, e),
+            "where": re.match(r"(?:'s)? where\b", text[e:e + 10]) is not None,
+            "next_upper": bool(cased and cased[0][0].isupper()), "verb": _verb_after(cased),
+            "member": _member_use(left_text, after, text.startswith("'s", e)),
+            "kind_after": bool(len(cased) > 1 and cased[0].lower() in _ARTICLES
+                               and cased[1].lower() in _CUES["creature"]["kind"]
+                               and not (len(cased) > 2 and cased[2][0].isupper())),
             "bag": set(bag_before[-8:] + bag_after[:8]), "coord": coord,
             "left_name": left_name, "right_name": right_name, "possessive": text.startswith("'s", e),
             "the": bool(before and before[-1] == "the"), "exclaim": text.startswith("!", e),
             "pronouns": _pronouns_after(text, e)}
+
+
+def _defined_as(text: str, e: int) -> str:
+    """The type of what the text says the term is, right after it: a definition
+    ("Horcrux: an object in which..."), an apposition closed by a comma, a full
+    stop or "who"/"that"/"where" ("Gringotts, the bank that...", "Dobby, a
+    house-elf, ...", not the list "Harry, the Order and Ron") or "is a/the"
+    ("Hogwarts is a castle in..."); "" when none. The kind noun is the first of
+    ``_KIND_NOUNS`` within three words; a noun phrase followed by "who" is a person."""
+    m = _DEFINITION.match(text, e)
+    if not m or m.group("det") is None and not m.group("how").startswith(":"):
+        return ""
+    words = m.group("np").split()
+    end = m.group("end") or ""
+    rel = next((i for i, w in enumerate(words) if w in ("who", "whom", "whose", "that", "which", "where")), None)
+    if rel is not None:
+        words, end = words[:rel], words[rel]
+    for i, w in enumerate(words):
+        for kind, nouns in _KIND_NOUNS.items():
+            if w.lower() in nouns:
+                if m.group("how").startswith(",") and i < len(words) - 1:
+                    return ""   # the noun phrase goes on past the noun: no apposition
+                if m.group("how").startswith(",") and not end:
+                    return ""
+                return kind
+    return "person" if end.strip() in ("who", "whom", "whose") else ""
+
+
+def _verb_after(cased: list[str]) -> str:
+    """The first word after a name that may be its verb, past adverbs ("Wormtail
+    finally becomes"), the rest of a full name ("Bellatrix Lestrange spends") and
+    a second name joined by "and" ("Fred and George running"); lower case."""
+    i = 0
+    if i < len(cased) and cased[i][0].isupper() and cased[i].lower() not in _ALL_HEADS:
+        i += 1
+    if i + 1 < len(cased) and cased[i] in ("and", "or") and cased[i + 1][0].isupper():
+        i += 2
+    while i < len(cased) and cased[i].endswith("ly") and len(cased[i]) > 4:
+        i += 1
+    return cased[i].lower() if i < len(cased) else ""
+
+
+_MEMBER_LEFT = re.compile(r"(?<![\w'])(?:a|an|every|each|another|A|An|Every|Each|Another)(?: [a-z]+)? $")
+
+
+def _member_use(left_text: str, after: list[str], possessive: bool) -> bool:
+    """"is a Slytherin.", "every Slytherin is", "a true Gryffindor": the name of
+    one of a kind, with nothing after it that it could modify (not "a Ravenclaw
+    Flitwick", "a son, Scorpius")."""
+    if possessive or not _MEMBER_LEFT.search(left_text):
+        return False
+    return not after or after[0] in FUNCTION_WORDS
 
 
 def _pronouns_after(text: str, e: int) -> list[tuple[str, float]]:
@@ -419,6 +497,11 @@ def _type_scores(term: str, occ: list[dict], have: set[str]) -> dict[str, float]
 
     for o in occ:
         before, after = o["before"], o["after"]
+        if o["next_upper"] and after and after[0] in heads_of and " " not in term:
+            # the first word of a place's name ("to Gryffindor Tower", "at Malfoy Manor"): the
+            # cues around it are the place's; the name says only that the term can name a place
+            scores[heads_of[after[0]]] += 0.3
+            continue
         prev = before[-1] if before else ""
         prev2 = "_".join(before[-2:])
         # the word before an article or a possessive determiner: "cast a Patronus", "into the Pensieve"
@@ -432,23 +515,35 @@ def _type_scores(term: str, occ: list[dict], have: set[str]) -> dict[str, float]
         c = cues["person"]
         add("person", 3.0, o["title"])
         add("person", 1.0, nxt in c["next"], nxt2 in c["next"], nxt3 in c["next"])
-        add("person", 0.7, prev in c["prev"], prev2 in c["prev"])
+        # the verb past an adverb, the surname or a second name ("Wormtail finally becomes")
+        add("person", 0.7, not o["possessive"] and o["verb"] != nxt and o["verb"] in c["next"])
+        if o["defined"]:   # what the text says it is ("Felix Felicis: a rare potion")
+            # half as much for a creature: a named poltergeist or house-elf that speaks is
+            # read as a person as often as not
+            scores[o["defined"]] += 1.5 if o["defined"] == "creature" else 3.0
+        # "a rat called Scabbers": the kind noun before "called" says the type, not "called"
+        kind_called = prev in _CALLED and len(before) > 1 and before[-2] in cues["creature"]["kind"]
+        add("person", 0.7, not kind_called and (prev in c["prev"] or prev2 in c["prev"]))
         if o["possessive"]:
             add("person", 1.5 if after[:1] and after[0] in c["possessed"] else 0.3, True)
         add("person", 0.3, *(w in c["around"] for w in before + after))
         # "the Burrow is", "the Quibbler.": a thing, not a person ("the Weasleys": a family)
         add("person", -0.8, prev == "the" and not modifier and not term.endswith("s"))
         add("person", -1.5, prev in _DETERMINERS)
+        # "the sword of X", "the locket of X": the owner of a thing is a person (or a group)
+        add("person", 1.0, prev == "of" and len(before) > 1 and before[-2] in HEADS["object"])
         c = cues["place"]
         add("place", 1.0, prev in c["prev"], prev2 in c["prev"])
         add("place", 0.4, prev in c["weak"], far in c["prev"])
         add("place", w_next, nxt in c["next"])
+        add("place", 1.0, o["where"])   # "the Hog's Head where the Order met" (not "the scene, where")
         c = cues["organisation"]
         add("organisation", 1.5 * w_next, nxt in c["next"])
         add("organisation", 1.5, prev2 in c["prev"], prev in c["prev"])
         c = cues["creature"]
-        add("creature", 1.5, prev in c["kind"], far in c["kind"],
-            nxt in _ARTICLES and after[1:2] and after[1] in c["kind"])   # "the owl Hedwig", "Buckbeak the hippogriff"
+        # "the owl Hedwig", "Buckbeak the hippogriff", "a rat called Scabbers"; not "the last
+        # Horcrux, the snake Nagini", where the kind noun goes with the name after it
+        add("creature", 1.5, prev in c["kind"], far in c["kind"], kind_called, o["kind_after"])
         add("creature", 1.0, nxt in c["next"])
         c = cues["spell"]
         add("spell", 1.5, prev in c["prev"], far in c["prev"])
@@ -460,7 +555,7 @@ def _type_scores(term: str, occ: list[dict], have: set[str]) -> dict[str, float]
         c = cues["object"]
         add("object", 1.0, prev in c["prev"], far in c["prev"])
         add("object", w_next, nxt in c["next"])
-        if nxt in heads_of and " " not in term:   # "Triwizard Tournament", "Gryffindor Tower"
+        if nxt in heads_of and " " not in term:   # "Hogwarts castle", "the Triwizard tournament"
             scores[heads_of[nxt]] += 1.5 * w_next
         for kind, vocab in _BAG.items():
             scores[kind] += 0.3 * len(o["bag"] & vocab)
@@ -471,6 +566,10 @@ def _type_scores(term: str, occ: list[dict], have: set[str]) -> dict[str, float]
             scores["organisation"] += 0.3
     scores = {t: v / n * 10 for t, v in scores.items()}
     ws = term.split()
+    if len(ws) == 1 and "-" in term.strip("-"):   # a compound's head is its last part ("house-elf")
+        for t, heads in HEADS.items():
+            if term.rsplit("-", 1)[-1].lower() in heads:
+                scores[t] += 6.0
     if len(ws) > 1:   # the head noun of a multi-word name outweighs the cues
         head, first = head_noun(term), ws[0].lower()
         for t, heads in HEADS.items():
@@ -495,6 +594,13 @@ def _countable(term: str, have: set[str], index: TextIndex) -> bool:
     with_article = sum(index.count(f"{a} {singular}") for a in ("a", "an", "the", "A", "An", "The"))
     return has_plural and index.count("a " + singular) + index.count("an " + singular) >= 2 \
         and with_article >= 0.25 * index.count(singular)   # "in Gryffindor", "a Gryffindor": a house
+
+
+def _members(occ: list[dict]) -> bool:
+    """Used as the name of one of a kind ("Slughorn is a Slytherin", "every
+    Slytherin is", "a true Gryffindor") at least twice, or in a quarter of its uses."""
+    hits = sum(o["member"] for o in occ)
+    return hits >= 2 or (hits >= 1 and hits >= 0.25 * len(occ))
 
 
 _SPORT_PREV = {"play", "plays", "played", "playing"}
@@ -535,8 +641,11 @@ def infer_types(table: pd.DataFrame, text: str, index: TextIndex | None = None) 
     "surname", "full name") and ``gender`` ("male", "female", ""), inferred from
     the text's own cues (``_type_scores``). Names lend each other their type: a
     full name whose parts are used as persons is a person, and the parts of a
-    person's full name are persons; a plural takes its singular's type
-    ("Weasleys" of "Weasley"). ``type_margin``: how far the type's score is ahead."""
+    person's full name are persons, of a thing's name that thing's type; a word
+    after several first names is a family name; the items of one list share a
+    type; a name used as "one of a kind" ("is a Slytherin") that reads as a
+    person is a group's; a plural takes its singular's type ("Weasleys" of
+    "Weasley"). ``type_margin``: how far the type's score is ahead."""
     index = _index(text, index)
     out = table.copy()
     have = set(out["term"])
@@ -571,10 +680,31 @@ def infer_types(table: pd.DataFrame, text: str, index: TextIndex | None = None) 
                     scores[w][kind] += 4.0 * min(1.0, 2 * index.count(f) / max(1, index.count(w)))
     for w, fulls in part_of.items():
         persons = [f for f in fulls if _margin(scores[f], "person") > 0]
-        for f in persons:
-            scores[w]["person"] += 4.0 * min(1.0, 2 * index.count(f) / max(1, index.count(w)))
-        if len({f.split()[0] for f in persons if f.split()[-1] == w}) >= 2:
-            scores[w]["person"] += 6.0   # the family name of several persons ("Morfin Gaunt", "Merope Gaunt")
+        for f in fulls:
+            # a part takes its name's type: a person's, or a thing's ("Hallows" of "Deathly Hallows")
+            kind = "person" if f in persons else max(TYPES, key=lambda k: scores[f][k])
+            if scores[f][kind] > 0:
+                scores[w][kind] += 4.0 * min(1.0, 2 * index.count(f) / max(1, index.count(w)))
+        firsts = {f.split()[0] for f in persons if f.split()[-1] == w} | _first_names_before(w, text, index)
+        if len(firsts) >= 2:
+            # the family name of several persons ("Morfin Gaunt", "Merope Gaunt"), whether or
+            # not each full name is used often enough to be a candidate of its own
+            scores[w]["person"] += 6.0
+    for w in out["term"]:
+        if w not in part_of and len(_first_names_before(w, text, index)) >= 2:
+            scores[w]["person"] += 6.0
+    # items of one list are things of one kind (a list of spells, of houses): each other
+    # item votes for its type as strongly as its cues say it (its margin); a type with two
+    # thirds of the votes is added, as much as one strong cue
+    for items in _list_items(text, have):
+        for t in set(items):
+            votes = defaultdict(float)
+            for w in set(items) - {t}:
+                kind = max(TYPES, key=lambda k: base[w][k])
+                votes[kind] += max(0.0, _margin(base[w], kind))
+            kind = max(votes, key=votes.get, default="")
+            if len(items) >= 3 and kind and votes[kind] > 0 and votes[kind] >= 2 / 3 * sum(votes.values()):
+                scores[t][kind] += 15.0 / max(1, len(occ[t]))
     chosen = {}
     for t in sorted(out["term"], key=lambda t: bool(plural_pair(t, have))):   # singulars first
         s = scores[t]
@@ -584,7 +714,8 @@ def infer_types(table: pd.DataFrame, text: str, index: TextIndex | None = None) 
         singular = plural_pair(t, have)
         if singular:
             best = chosen[singular][0]
-        elif _countable(t, have, index) and best in ("person", "object", "creature", "organisation"):
+        elif (_countable(t, have, index) and best in ("person", "object", "creature", "organisation")
+              or _members(occ[t]) and best == "person"):
             # a kind of thing, never one person: people of that kind ("an Auror", "Death Eaters")
             # are members of a group, so what speaks for a person speaks for a group here
             group = {**s, "organisation": s["organisation"] + max(0.0, s["person"] + 2.0), "person": -1e9}
@@ -617,6 +748,53 @@ def infer_types(table: pd.DataFrame, text: str, index: TextIndex | None = None) 
     out["sport"] = [_sport_share(occ[t]) >= 0.15 for t in out["term"]]
     out["noun_use"] = [_noun_share(occ[t]) for t in out["term"]]
     return out
+
+
+def _first_names_before(term: str, text: str, index: TextIndex) -> set[str]:
+    """The distinct capitalised words right before ``term`` that could be first
+    names ("Lucius Malfoy", "Draco Malfoy", "Narcissa Malfoy"): no title, no head
+    noun, no possessive, no common word at a sentence start. Empty for a term of
+    several words, a title or a head noun ("Alley" of "Diagon Alley", "Knockturn Alley")."""
+    if " " in term or term in TITLES or term.lower() in _ALL_HEADS or not term[:1].isupper():
+        return set()
+    out = set()
+    for s, _ in index.spans(term):
+        m = re.search(r"(?<![\w'])([A-Z][a-z]+) $", text[max(0, s - 30):s])
+        if not m:
+            continue
+        w = m.group(1)
+        if w in TITLES or w in CONNECTORS or w.lower() in _ALL_HEADS or w.lower() in FUNCTION_WORDS:
+            continue
+        if common(w) and _initial(text, s - len(w) - 1):
+            continue
+        out.add(w)
+    return out
+
+
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+(.*)$")
+
+
+def _list_items(text: str, have: set[str]) -> list[list[str]]:
+    """The lists of the text (consecutive lines starting with "-", "*" or "1."),
+    each as the terms its items start with ("- Accio summons an object." -> "Accio")."""
+    lists, current = [], []
+    by_first = defaultdict(list)
+    for t in have:
+        by_first[t.split()[0]].append(t)
+    for line in text.splitlines() + [""]:
+        m = _BULLET.match(line)
+        if not m:
+            if len(current) >= 3:
+                lists.append(current)
+            current = []
+            continue
+        item = m.group(1)
+        first = re.match(r"[\w\-']+", item)
+        found = [t for t in by_first.get(first.group().removesuffix("'s"), []) if first and
+                 re.match(re.escape(t) + r"(?![\w\-])", item)] if first else []
+        if found:
+            current.append(max(found, key=len))
+    return lists
 
 
 class _Votes(tuple):
@@ -733,12 +911,21 @@ def _keep_parts(table: pd.DataFrame, min_count: int) -> pd.DataFrame:
     a part common in English ("Black" of "Sirius Black") needs ``min_count`` uses
     of its own; a rare one one use ("Triwizard" of "Triwizard Tournament"), or
     none if it is part of a person's name ("Filius" of "Filius Flitwick");
-    "Hangleton", only ever in "Little Hangleton", is left to the full name."""
-    name_words = {w for t, k in zip(table["term"], table["type"]) if k == "person" and _is_name_span(t)
-                  for w in t.split()}
+    "Hangleton", only ever in "Little Hangleton", is left to the full name.
+    A family name the text gives several persons ("Harry Potter", "Lily Potter",
+    "James Potter") is kept even if never used alone: as a key of its own it makes
+    the family's full names translate to one family ("Jon Parker", "Mary Parker")."""
+    full_names = [t.split() for t, k in zip(table["term"], table["type"]) if k == "person" and _is_name_span(t)]
+    name_words = {w for ws in full_names for w in ws}
+    firsts = defaultdict(set)
+    for ws in full_names:
+        firsts[ws[-1]].add(ws[0])
+    family = {w for w, f in firsts.items() if len(f) >= 2}
     keep = []
     for row in table.itertuples():
         if row.kind != "proper noun" or row.inside == 0:
+            keep.append(True)
+        elif row.term in family and row.type == "person":
             keep.append(True)
         elif common(row.term, 3.5) or " " in row.term:
             keep.append(row.alone >= min_count)

@@ -476,3 +476,87 @@ def test_the_notebooks_api_stays_on_term_mining():
         assert callable(getattr(term_mining, name)), name
     assert term_mining.rejections is translations.rejections
     assert term_mining.FUNCTION_WORDS is translations.FUNCTION_WORDS
+
+
+# ----------------------------------------------------------------- type cues (each on a snippet of its own)
+def _types(text: str) -> dict[str, str]:
+    ranked = term_mining.extract_candidates(text, min_count=2)
+    return dict(zip(ranked["term"], ranked["type"]))
+
+
+def test_a_definition_or_an_apposition_says_the_type():
+    text = ("Key words for the test.\nZorvane Tonic: a rare potion that makes the drinker calm. "
+            "Pell bought Zorvane Tonic twice.\nQuillmarsh, the bank that the dwarves run, is old. "
+            "Pell went to Quillmarsh on Monday.\n")
+    types = _types(text)
+    assert types["Zorvane Tonic"] == "spell" and types["Quillmarsh"] == "place"
+    assert term_mining._defined_as("Dunmore, a dark wizard who lied.", 7) == "person"
+    # a list of names is no apposition: "the Order" says nothing about Harry
+    assert term_mining._defined_as("Harry, the Order and Ron met.", 5) == ""
+
+
+def test_a_word_after_several_first_names_is_a_family_name():
+    # each full name only once (no candidate of its own): the first names before it are the evidence
+    text = ("The letter went to Tobin Carrowby. A gift came for Mira Carrowby. Nobody wrote to Ansel "
+            "Carrowby. They lived at Carrowby Manor, and Carrowby Manor was cold. The gate of Carrowby "
+            "Manor was rusty.")
+    index = term_mining.TextIndex(text)
+    assert term_mining._first_names_before("Carrowby", text, index) == {"Tobin", "Mira", "Ansel"}
+    types = _types(text)
+    # the house takes the family's name, not the family the house's type
+    assert types["Carrowby"] == "person" and types["Carrowby Manor"] == "place"
+    # no first names in front of a head noun: "Alley" of two alleys is no family
+    other = "Kell Alley and Morn Alley."
+    assert term_mining._first_names_before("Alley", other, term_mining.TextIndex(other)) == set()
+
+
+def test_a_family_name_of_several_persons_stays_a_key_even_if_never_alone():
+    # a surname common in English ("Fisher") is otherwise anchored only where the text uses it alone
+    text = ("Tobin Fisher opened the gate. Mira Fisher smiled at him. Tobin Fisher said nothing. "
+            "Mira Fisher laughed, and she left. Pell Turner waved. Pell Turner said goodbye.")
+    have = set(term_mining.extract_candidates(text, min_count=2)["term"])
+    assert "Fisher" in have and "Tobin Fisher" in have
+    assert "Turner" not in have   # one person's surname, never alone: left to the full name
+
+
+def test_the_name_of_one_of_a_kind_is_a_group():
+    text = ("Olin is a Brackenholt, and he is proud of it. Every Brackenholt is stubborn. "
+            "Tessa was a Brackenholt too. Olin said that Brackenholt wins every year.")
+    assert _types(text)["Brackenholt"] == "organisation"
+    assert term_mining._member_use("she is a ", [], False)
+    assert not term_mining._member_use("he has a son, ", [], False)
+    assert not term_mining._member_use("she is a ", ["team"], False)   # "a Brackenholt team": a modifier
+
+
+def test_a_hyphenated_compound_takes_its_heads_type():
+    text = "The mire-elf cleaned the hall. A mire-elf never rests. Pell freed the mire-elf at last."
+    assert _types(text)["mire-elf"] == "creature"
+
+
+def test_a_kind_noun_goes_with_the_name_next_to_it():
+    text = ("Pell found the last Glimmerstone, the snake Ossa, in the cellar. Pell broke the Glimmerstone. "
+            "Pell kept a toad called Pibble. Pibble hopped away, and Pell looked for Pibble all night.")
+    types = _types(text)
+    assert types["Glimmerstone"] != "creature" and types["Pibble"] == "creature"
+
+
+def test_the_verb_after_a_name_is_found_past_adverbs_and_surnames():
+    assert term_mining._verb_after(["finally", "becomes", "real"]) == "becomes"
+    assert term_mining._verb_after(["Lestrange", "spends", "years"]) == "spends"
+    assert term_mining._verb_after(["and", "George", "running"]) == "running"
+    assert term_mining._verb_after(["Tower", "is"]) == "tower"   # a head noun: a place's name, not a surname
+
+
+def test_items_of_one_list_share_a_type():
+    text = ("Charms to learn:\n- Flumbrix, the Lighting Charm, lights a wand. Pell uses Flumbrix at night.\n"
+            "- Quorvo opens doors. Pell tried Quorvo on a box.\n"
+            "- Sennel, the Freezing Jinx, stops a runner. Sennel is hard.\n\nThe end.\n")
+    assert term_mining._list_items(text, {"Flumbrix", "Quorvo", "Sennel"}) == [["Flumbrix", "Quorvo", "Sennel"]]
+    assert _types(text)["Quorvo"] == "spell"
+
+
+def test_where_after_a_name_and_the_owner_of_a_thing():
+    text = ("They met at night in the Crooked Lantern where the old men drink. The Crooked Lantern where "
+            "we sat was dark. Pell held the sword of Brannoch. The sword of Brannoch shone.")
+    types = _types(text)
+    assert types["Crooked Lantern"] == "place" and types["Brannoch"] == "person"
