@@ -9,6 +9,8 @@ built-in Harry Potter dictionary), ``extracted`` (found offline in a text by
 ``Translator.translate`` replaces anchored terms in a block of text: longest match
 first, on word boundaries, one translation per key per block (seeded). This module
 is all that label generation needs; finding new terms is ``term_mining``'s job.
+``coverage``, ``added_terms`` and ``newly_anchored`` compare what two dictionaries
+anchor in one text (notebook 03: curated alone against curated + extracted).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import random
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
@@ -323,6 +325,59 @@ class Translator:
 
 def translate(text: str, dictionary: AnchorDict, seed: int = 0) -> Translation:
     return Translator(dictionary).translate(text, seed)
+
+
+# ----------------------------------------------------------------- coverage
+def coverage(text: str, dictionaries: Mapping[str, AnchorDict]) -> pd.DataFrame:
+    """How much of ``text`` each dictionary anchors, one row per dictionary:
+    ``keys`` (entries), ``keys_in_text`` (entries that occur), ``occurrences``
+    (spans the translation replaces) and ``text_share`` (the fraction of the text's
+    characters inside an anchored term)."""
+    rows = {}
+    for name, d in dictionaries.items():
+        found = Translator(d).find(text)
+        rows[name] = {"keys": len(d), "keys_in_text": len({key for _, _, key in found}),
+                      "occurrences": len(found),
+                      "text_share": sum(end - start for start, end, _ in found) / max(len(text), 1)}
+    return pd.DataFrame(rows).T
+
+
+def added_terms(text: str, base: AnchorDict, extended: AnchorDict) -> pd.DataFrame:
+    """The terms ``extended`` anchors in ``text`` where ``base`` anchors nothing (no
+    overlap with any of base's spans): one row per key, most frequent first, with
+    its ``occurrences``, ``translations`` and ``provenance``."""
+    base_spans = Translator(base).find(text)
+    counts: dict[str, int] = {}
+    for start, end, key in Translator(extended).find(text):
+        if not any(s < end and e > start for s, e, _ in base_spans):
+            counts[key] = counts.get(key, 0) + 1
+    rows = [{"key": key, "occurrences": n, "translations": " | ".join(extended[key].translations),
+             "provenance": extended[key].provenance}
+            for key, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+    return pd.DataFrame(rows, columns=["key", "occurrences", "translations", "provenance"])
+
+
+def token_anchors(pieces: Sequence[str], dictionary: AnchorDict) -> list[str | None]:
+    """For the tokens of a text, given as their strings in order (the text is their
+    concatenation), the key of the anchored term each token overlaps, or None."""
+    found = Translator(dictionary).find("".join(pieces))
+    out: list[str | None] = []
+    at, k = 0, 0
+    for piece in pieces:
+        start, end = at, at + len(piece)
+        while k < len(found) and found[k][1] <= start:
+            k += 1
+        inside = k < len(found) and found[k][0] < end and end > start
+        out.append(found[k][2] if inside else None)
+        at = end
+    return out
+
+
+def newly_anchored(pieces: Sequence[str], base: AnchorDict, extended: AnchorDict) -> list[bool]:
+    """Per token (strings, as in ``token_anchors``): True where ``extended`` anchors
+    it and ``base`` does not, e.g. the tokens of terms only extraction found."""
+    return [b is None and e is not None
+            for b, e in zip(token_anchors(pieces, base), token_anchors(pieces, extended))]
 
 
 # ----------------------------------------------------------------- review

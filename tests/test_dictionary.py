@@ -194,3 +194,42 @@ def test_an_empty_dictionary_only_where_no_anchors_were_asked_for(tmp_path):
         anchors.starting_dictionary(str(tmp_path / "empty.json"))
     assert len(anchors.starting_dictionary("auto", target_text="builtin")) >= 300
     assert len(anchors.starting_dictionary("auto", target_text="my_book.txt")) == 0
+
+
+# ----------------------------------------------------------------- coverage
+def test_coverage_counts_keys_occurrences_and_share():
+    text = "Harry Potter met Ron at Hogwarts. Ron waved."
+    table = anchors.coverage(text, {"none": AnchorDict(), "small": small()})
+    assert table.loc["none"].tolist() == [0, 0, 0, 0]
+    row = table.loc["small"]
+    assert (row["keys"], row["keys_in_text"], row["occurrences"]) == (6, 3, 4)   # "Harry Potter" is one span
+    assert row["text_share"] == pytest.approx((len("Harry Potter") + 2 * len("Ron") + len("Hogwarts")) / len(text))
+
+
+def test_added_terms_lists_what_only_the_larger_dictionary_anchors():
+    base = AnchorDict([Entry("Harry", ["Jon"])])
+    extended = base.merged(AnchorDict([Entry("Azkaban", ["Blackrock"], "extracted"),
+                                       Entry("Harry Potter", ["Jon Smith"], "extracted"),
+                                       Entry("Ron", ["Tom"], "extracted")]))
+    text = "Harry Potter saw Azkaban. Ron and Harry left Azkaban."
+    added = anchors.added_terms(text, base, extended)
+    # "Harry Potter" overlaps base's "Harry": not new; Azkaban twice, Ron once
+    assert added[["key", "occurrences"]].values.tolist() == [["Azkaban", 2], ["Ron", 1]]
+    assert added.provenance.tolist() == ["extracted", "extracted"]
+    assert anchors.added_terms(text, extended, extended).empty
+
+
+def test_token_anchors_follow_the_character_spans():
+    pieces = ["Harry", " went", " to", " Hog", "warts", " with", " Ronald", "."]
+    keys = anchors.token_anchors(pieces, small())
+    assert keys == ["Harry", None, None, "Hogwarts", "Hogwarts", None, None, None]   # "Ronald" is not "Ron"
+    assert anchors.token_anchors(["", "Ron", "'s"], small()) == [None, "Ron", None]
+    assert anchors.token_anchors(pieces, AnchorDict()) == [None] * len(pieces)
+
+
+def test_newly_anchored_marks_only_the_larger_dictionarys_terms():
+    pieces = ["Harry", " saw", " Az", "kaban", " and", " Harry", "."]
+    base = AnchorDict([Entry("Harry", ["Jon"])])
+    extended = base.merged(AnchorDict([Entry("Azkaban", ["Blackrock"], "extracted")]))
+    assert anchors.newly_anchored(pieces, base, extended) == [False, False, True, True, False, False, False]
+    assert not any(anchors.newly_anchored(pieces, extended, extended))
