@@ -269,6 +269,13 @@ def summary_table(measured: dict[str, dict], reminder: pd.DataFrame, recovery: p
     return table
 
 
+def _removed(drop: float) -> str:
+    """A drop in percent as words: "73% of the target probability removed", or the rise."""
+    if drop >= 0:
+        return f"{drop:.0f}% of the target probability removed"
+    return f"the target probability rose {-drop:.0f}%"
+
+
 def narrate(summary: pd.DataFrame, last_step: int) -> list[str]:
     """Sentences that read notebook 07's summary table, printed from its numbers so
     they stay true on every model and rerun. ``summary`` is indexed by model with
@@ -280,9 +287,9 @@ def narrate(summary: pd.DataFrame, last_step: int) -> list[str]:
     after_b = f"group B after {last_step} relearning steps (% of baseline)"
     for name in [m for m in summary.index if m != "baseline"]:
         row = summary.loc[name]
-        parts = [f"{name}: {row['familiarity_drop']:.0f}% of the target probability removed on the report probes"]
+        parts = [f"{name}: {_removed(row['familiarity_drop'])} on the report probes"]
         if pd.notna(row.get("indirect_drop")):
-            parts.append(f"{row['indirect_drop']:.0f}% on the indirect probes")
+            parts.append(f"{_removed(row['indirect_drop'])} on the indirect probes")
         if pd.notna(row.get("perplexity_rise")):
             parts.append(f"perplexity {row['perplexity_rise']:+.1f}%")
         before, after = row.get(before_b), row.get(after_b)
@@ -292,8 +299,10 @@ def narrate(summary: pd.DataFrame, last_step: int) -> list[str]:
                              "relearning), so relearning has nothing to bring back")
             else:
                 back = (after - before) / (100 - before) * 100
+                came = (f"{back:.0f}% of what was removed came back" if back >= 0.5 else
+                        "none of what was removed came back")
                 parts.append(f"group B (never shown again) went from {before:.0f}% to {after:.0f}% of the baseline's "
-                             f"familiarity in {last_step} relearning steps: {back:.0f}% of what was removed came back")
+                             f"familiarity in {last_step} relearning steps: {came}")
         lines.append("; ".join(parts) + ".")
     if "baseline" in summary.index and pd.notna(summary.loc["baseline"].get(after_b)):
         lines.append(f"For reference, the baseline under the same attack reaches {summary.loc['baseline', after_b]:.0f}% "

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 
 from . import config, corpus, models, probe, scoring
+from .config import EMBEDDED
 from .generic_labels import IGNORE
 from .pair import ModelPair
 from .training import BlockDataset, TrainSettings, settings_from, train_and_save
@@ -230,7 +231,8 @@ def paper_comparison(cfg, n_blocks: int, steps: int) -> pd.DataFrame:
     """The paper's finetuning setting next to this run's, row by row, so "the paper's
     recipe" on a laptop says plainly what it keeps (hard labels, plain cross-entropy)
     and what it changes (model, text, LoRA, learning rate, steps)."""
-    this = {"model": cfg.model, "target text (tokens)": f"{n_blocks * cfg.block_size:,}",
+    model = f"{models.EMBEDDED_NAME} (embedded)" if cfg.model == EMBEDDED else cfg.model
+    this = {"model": model, "target text (tokens)": f"{n_blocks * cfg.block_size:,}",
             "block size": str(cfg.block_size), "finetuning": cfg.finetune_method,
             "learning rate": f"{cfg.finetune_lr:g}", "epochs": f"{cfg.finetune_epochs:g}",
             "batch (sequences x accumulation)": f"{cfg.finetune_batch_size} x {cfg.finetune_grad_accum}",
