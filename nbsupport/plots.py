@@ -92,7 +92,7 @@ def steps_plot(histories: dict, title: str = "Along finetuning"):
     left.set(xlabel="optimizer step", ylabel="mean target probability", title="forgetting (lower is better)")
     right.set(xlabel="optimizer step", ylabel="perplexity on generic text", title="keeping (lower is better)")
     left.legend()
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.04)   # above the two panel titles
     return fig, (left, right)
 
 
@@ -152,5 +152,5 @@ def recovery_curves(table: pd.DataFrame, title: str = "Relearning: how much come
         ax.set(xlabel="relearning step", title=f"group {group}: {what}")
     axes[0].set_ylabel("familiarity, % of the baseline's")
     axes[1].legend(fontsize=7, loc="best")
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.04)
     return fig, axes
