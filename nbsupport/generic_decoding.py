@@ -140,7 +140,7 @@ class TwoViews:
             self.B = self.contexts.enter_context(self.pair.base())
         elif self.stacked:
             # rows [0, b) without the adapter (B), rows [b, 2b) with it (R)
-            split = self.row_split() if self.rows == "slice" else None
+            split = lora_rows(self.pair.model, self.batch) if self.rows == "slice" else None  # None: PEFT does it
             if split is not None:
                 self.contexts.enter_context(split)
                 return self
@@ -158,11 +158,6 @@ class TwoViews:
         """PEFT's own (private) context that installs the per-row adapter hooks, or None:
         then the names go with every call instead."""
         return getattr(self.pair.model, "_enable_peft_forward_hooks", None)
-
-    def row_split(self):
-        """The LoRA of R on rows [b, 2b) only, by slicing (``lora_rows``), or None when some
-        layer is not a plain LoRA Linear: then PEFT's mixed batch does it."""
-        return lora_rows(self.pair.model, self.batch)
 
     def __exit__(self, *exc) -> None:
         self.contexts.close()

@@ -73,16 +73,11 @@ def _stage_config(run_dir, profile: str, stage: str, parameters) -> tuple[runs.R
     return runs.Run(run_dir), runs.inherited_config(run_dir, profile, stage, **config_overrides(parameters))
 
 
-def _fitted(cfg, stage: str) -> training.TrainSettings:
-    """The stage's settings, checked against the memory plan before any model is loaded."""
-    return training.planned_settings(cfg, stage)
-
-
 def reinforce_stage(run_dir, profile: str, parameters: dict | None = None) -> None:
     """Notebook 02's corpus and reinforcement."""
     run, cfg = _stage_config(run_dir, profile, "reinforce", parameters)
     config.set_seed(cfg.seed)
-    settings = _fitted(cfg, "reinforce")
+    settings = training.planned_settings(cfg, "reinforce")
     if training.finished_training(run, "reinforce", settings):
         print(f"reinforce: already finished in {run.root}")
         return
@@ -130,7 +125,7 @@ def finetune_stage(run_dir, profile: str, parameters: dict | None = None) -> Non
     step_probes = probe.split(probe.load_probes("hp_token"), "dev")[:cfg.step_probes]
     for recipe in cfg.finetune_recipes:
         config.set_seed(cfg.seed)
-        settings = _fitted(cfg, "finetune")
+        settings = training.planned_settings(cfg, "finetune")
         model, tok = models.load_model(cfg.model, device=device)
         path = run.path(f"finetune/{recipe}/steps.json")
         # every process measures (under FSDP a forward pass needs them all); one writes
