@@ -285,11 +285,14 @@ def label_stats(input_ids: torch.Tensor, labels: torch.Tensor) -> dict:
 
 
 def anchor_token_ids(tok, dictionary: AnchorDict) -> set[int]:
-    """The token ids that spell the dictionary's keys (after a space and at a line
-    start), less those that spell a function word on their own (" of", " the")."""
+    """The token ids that spell pieces of the dictionary's keys (after a space and at
+    a line start): pieces with at least two letters, less those that spell a function
+    word on their own (" of", " the"). Punctuation, "'s" and one-letter pieces are
+    left out: they are not the names' own."""
     ids = {t for key in dictionary.keys() for variant in (" " + key, key)
            for t in tok(variant, add_special_tokens=False)["input_ids"]}
-    return {t for t in ids if tok.decode([t]).strip().lower() not in FUNCTION_WORDS}
+    pieces = {t: tok.decode([t]).strip() for t in ids}
+    return {t for t, p in pieces.items() if sum(ch.isalpha() for ch in p) >= 2 and p.lower() not in FUNCTION_WORDS}
 
 
 def replacements(tok, input_ids: torch.Tensor, labels: torch.Tensor, k: int = 20,

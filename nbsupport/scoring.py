@@ -11,8 +11,10 @@ baseline of a ``ModelPair``, call these inside ``with pair.base() as B:``.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import math
+import os
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -97,62 +99,64 @@ def continuation_logprobs(model, tok, pairs: Sequence[tuple[str, str]], batch_si
                           progress: bool = False) -> torch.Tensor:
     """log P(continuation | prompt) for each (prompt, continuation) pair: [len(pairs)] on the CPU.
 
-    Pairs that share a prompt (a probe's target and generic continuations, a
-    question's four choices) share its forward pass: the prompt runs once, and its
-    KV cache serves every continuation, which then costs only its own tokens. A
-    model that takes no cache (``supports_prefix_cache = False``, e.g. the
-    inference-time WHP wrapper) is scored on whole right-padded sequences instead.
+    Batched, right-padded forward passes over as few tokens as the pairs allow:
+    pairs that share a prompt (a probe's target and generic continuations, a
+    question's four choices) share one row, the prompt alone, whose last logits
+    score every one-token continuation; a longer continuation gets a row of its own
+    (prompt + continuation). When all the prompts start with the same
+    ``min_common`` (8) or more tokens (a primer paragraph before every probe),
+    those run once and each batch continues from their KV cache. A model that
+    takes no cache (``supports_prefix_cache = False``, e.g. the inference-time WHP
+    wrapper) runs the common part in every row.
     """
     encoded = [split_joint(tok, p, c) for p, c in pairs]
-    out = torch.empty(len(encoded), dtype=torch.float32)
+    out = torch.zeros(len(encoded), dtype=torch.float32)
     with eval_mode(model):
-        if getattr(model, "supports_prefix_cache", True):
-            _shared_prefix_logprobs(model, tok, encoded, out, progress)
-        else:
-            _whole_sequence_logprobs(model, tok, encoded, out, batch_size, progress)
+        _score_rows(model, tok, encoded, out, batch_size, progress,
+                    use_cache=getattr(model, "supports_prefix_cache", True))
     return out
 
 
-def _shared_prefix_logprobs(model, tok, encoded: list[tuple[list[int], int]], out: torch.Tensor,
-                            progress: bool) -> None:
-    """Fill ``out`` group by group: one forward of each distinct prefix (the joint
-    tokenization's ids before the continuation), then one of its continuations'
-    tokens over the prefix's cache, repeated for each of them."""
-    device, key = device_of(model), cache_kwarg(model)
+def _score_rows(model, tok, encoded: list[tuple[list[int], int]], out: torch.Tensor, batch_size: int,
+                progress: bool, use_cache: bool, min_common: int = 8) -> None:
+    """Fill ``out``. A row is (token ids, [(pair, first scored position, last)]):
+    one row per distinct prompt for its one-token continuations, one per longer
+    continuation."""
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, (ids, start) in enumerate(encoded):
         groups.setdefault(tuple(ids[:start]), []).append(i)
-    for prefix, members in tqdm(list(groups.items()), desc="scoring", disable=not progress):
-        first = model(input_ids=torch.tensor([prefix], device=device), use_cache=True)
-        next_logp = torch.log_softmax(first.logits[0, -1].float(), -1).cpu()     # predicts token `start`
-        conts = [encoded[i][0][len(prefix):] for i in members]
-        for i, cont in zip(members, conts):
-            out[i] = next_logp[cont[0]]
-        longer = [(i, cont) for i, cont in zip(members, conts) if len(cont) > 1]
-        if not longer:
-            continue
-        cache = getattr(first, "cache", None) or first.past_key_values
-        cache.batch_repeat_interleave(len(longer))
-        ids, mask = pad_right([cont[:-1] for _, cont in longer], pad_id(tok))         # [n, w]
-        full_mask = torch.cat([torch.ones(len(longer), len(prefix), dtype=torch.long), mask], dim=1)
-        logits = model(input_ids=ids.to(device), attention_mask=full_mask.to(device), use_cache=True,
-                       **{key: cache}).logits
-        logp = torch.log_softmax(logits.float(), -1).cpu()                            # [n, w, vocab]
-        for row, (i, cont) in enumerate(longer):
-            # output t of the second pass predicts continuation token t + 1
-            out[i] += logp[row, torch.arange(len(cont) - 1), torch.tensor(cont[1:])].sum()
-
-
-def _whole_sequence_logprobs(model, tok, encoded, out: torch.Tensor, batch_size: int, progress: bool) -> None:
-    device = device_of(model)
-    for lo, chunk in _batches(encoded, batch_size, progress, "scoring"):
-        input_ids, mask = pad_right([ids for ids, _ in chunk], pad_id(tok))
-        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+    rows: list[tuple[list[int], list[tuple[int, int, int]]]] = []
+    for prefix, members in groups.items():
+        short = [i for i in members if len(encoded[i][0]) - len(prefix) == 1]
+        if short:
+            rows.append((list(prefix), [(i, len(prefix), len(prefix) + 1) for i in short]))
+        rows += [(encoded[i][0], [(i, len(prefix), len(encoded[i][0]))]) for i in members if i not in short]
+    prefixes = list(groups)
+    # the common part stops one token before the shortest prompt: each row keeps a token of its own
+    n_common = min(len(os.path.commonprefix(prefixes)), min(map(len, prefixes)) - 1) if len(prefixes) > 1 else 0
+    device, common = device_of(model), None
+    if use_cache and n_common >= min_common:
+        first = model(input_ids=torch.tensor([prefixes[0][:n_common]], device=device), use_cache=True)
+        common = getattr(first, "cache", None) or first.past_key_values
+    else:
+        n_common = 0
+    key = cache_kwarg(model) if common is not None else None
+    rows.sort(key=lambda r: len(r[0]))                        # similar lengths together: less padding
+    for _, batch in _batches(rows, batch_size, progress, "scoring"):
+        ids, mask = pad_right([r[n_common:] for r, _ in batch], pad_id(tok))
+        extra = {}
+        if common is not None:
+            cache = copy.deepcopy(common)                     # a copy: this batch grows it
+            cache.batch_repeat_interleave(len(batch))
+            mask = torch.cat([torch.ones(len(batch), n_common, dtype=torch.long), mask], dim=1)
+            extra = {key: cache, "use_cache": True}
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), **extra).logits
         logp = torch.log_softmax(logits.float(), dim=-1).cpu()          # [b, width, vocab]
-        for row, (ids, start) in enumerate(chunk):
-            positions = torch.arange(start, len(ids))
-            # logits at position t-1 predict token t
-            out[lo + row] = logp[row, positions - 1, torch.tensor(ids[start:])].sum()
+        for row, (row_ids, scored) in enumerate(batch):
+            for i, lo, hi in scored:
+                targets = torch.tensor(encoded[i][0][lo:hi])
+                # logits at position t - 1 predict token t; the row starts at n_common
+                out[i] = logp[row, torch.arange(lo, hi) - 1 - n_common, targets].sum()
 
 
 @torch.no_grad()

@@ -102,26 +102,35 @@ class DictionaryReview:
 
     Interactive: a checkbox and an editable text per entry; ``result()`` applies
     what the reviewer set (``anchors.apply_review``). Static (batch runs): a table
-    of the entries, and ``result()`` returns the dictionary unchanged.
+    of the entries, and ``result()`` returns the dictionary unchanged. ``flags`` (key ->
+    why to look twice, e.g. from ``term_mining.review_order``) are shown beside the
+    entries.
     """
 
-    def __init__(self, dictionary, keys, interactive: bool = True):
+    def __init__(self, dictionary, keys, interactive: bool = True, flags: dict[str, str] | None = None):
         self.dictionary, self.keys, self.interactive = dictionary, list(keys), interactive
+        missing = [k for k in self.keys if k not in dictionary]
+        if missing:
+            raise KeyError(f"{len(missing)} keys to review are not in the dictionary (e.g. {missing[0]!r})")
+        flags = {k: (flags or {}).get(k, "") for k in self.keys}
         self.rows = {}
         if interactive:
             for key in self.keys:
                 entry = dictionary[key]
                 self.rows[key] = (w.Checkbox(value=True, description=key, indent=False,
-                                             layout=w.Layout(width="30%")),
-                                  w.Text(value=" | ".join(entry.translations), layout=w.Layout(width="60%")))
-            self.widget = w.VBox([w.HTML("<b>accept</b> · translations (separate with |)")]
+                                             layout=w.Layout(width="25%")),
+                                  w.Text(value=" | ".join(entry.translations), layout=w.Layout(width="40%")),
+                                  w.HTML(f"<i>{html.escape(flags[key])}</i>", layout=w.Layout(width="35%")))
+            self.widget = w.VBox([w.HTML("<b>accept</b> · translations (separate with |) · why to look twice")]
                                  + [w.HBox(list(r)) for r in self.rows.values()])
         else:
             self.widget = dictionary.to_frame().set_index("key").loc[self.keys].reset_index()
+            if any(flags.values()):
+                self.widget["flag"] = [flags[k] for k in self.keys]
 
     def decisions(self) -> dict:
         return {key: {"accept": box.value, "translations": text.value}
-                for key, (box, text) in self.rows.items()}
+                for key, (box, text, _) in self.rows.items()}
 
     def result(self):
         return apply_review(self.dictionary, self.decisions())

@@ -244,6 +244,21 @@ def test_stats_and_replacements(tiny_tokenizer):
     assert table["count"].sum() == 2
 
 
+def test_anchor_token_ids_are_the_names_own_pieces(tiny_tokenizer):
+    tok = tiny_tokenizer
+    d = AnchorDict([Entry("Ron's", ["Tom's"]), Entry("Ministry of Magic", ["the Council"]),
+                    Entry("Hogwarts", ["the school"])])
+    ids = labels.anchor_token_ids(tok, d)
+    pieces = {tok.decode([t]).strip() for t in ids}
+    spelled = {tok.decode([t]).strip() for k in d.keys() for v in (" " + k, k)
+               for t in tok(v, add_special_tokens=False)["input_ids"]}
+    assert pieces and pieces <= spelled
+    assert all(sum(c.isalpha() for c in p) >= 2 for p in pieces), pieces         # no "'", "s" or "."
+    assert not pieces & {"of", "the", "'s"}
+    # every letter-bearing piece that is not a function word is kept
+    assert {p for p in spelled if sum(c.isalpha() for c in p) >= 2 and p.lower() not in labels.FUNCTION_WORDS} == pieces
+
+
 def test_explain_block_matches_generated_labels(tmp_path, tiny_R, tiny_tokenizer):
     tok = tiny_tokenizer
     blocks = corpus_blocks(tok)[:1]

@@ -28,6 +28,28 @@ def test_continuation_logprobs_match_brute_force(tiny_model, tiny_tokenizer):
         assert got == pytest.approx(brute_force_logprob(tiny_model, tiny_tokenizer, p, c), abs=1e-4)
 
 
+def test_a_long_common_prefix_runs_once_and_scores_as_brute_force(tiny_model, tiny_tokenizer, monkeypatch):
+    primer = "The old castle stood on a hill above the lake, and the owl flew over it every night.\n\n"
+    primed = [(primer + p, c) for p, c in PAIRS]
+    calls = []
+    forward = type(tiny_model).forward
+
+    def counting(self, *args, **kwargs):
+        calls.append(kwargs["input_ids"].shape[1])
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tiny_model), "forward", counting)
+    fast = scoring.continuation_logprobs(tiny_model, tiny_tokenizer, primed)
+    monkeypatch.undo()
+    for (p, c), got in zip(primed, fast.tolist()):
+        assert got == pytest.approx(brute_force_logprob(tiny_model, tiny_tokenizer, p, c), abs=1e-4)
+    n_primer = len(tiny_tokenizer(primer.rstrip("\n"))["input_ids"])
+    assert calls[0] >= n_primer and all(n < n_primer for n in calls[1:])   # the primer ran once, first
+    # every group sees the primer whatever the order: each works on its own copy of the cache
+    again = scoring.continuation_logprobs(tiny_model, tiny_tokenizer, primed[::-1])
+    assert torch.allclose(again, fast.flip(0), atol=1e-5)
+
+
 def test_batch_size_and_padding_do_not_change_scores(tiny_model, tiny_tokenizer):
     one = scoring.continuation_logprobs(tiny_model, tiny_tokenizer, PAIRS, batch_size=1)
     many = scoring.continuation_logprobs(tiny_model, tiny_tokenizer, PAIRS, batch_size=5)

@@ -5,6 +5,7 @@ term, a function word, or of the wrong type; the LLM path obeys the same rules."
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from conftest import make_tiny_pair
@@ -105,6 +106,34 @@ def test_rarity_alone_would_rank_the_core_names_low(ranked):
     spec = ranked.sort_values("specificity", ascending=False)["term"].tolist()
     assert spec.index("Harry") > spec.index("Glimmerstone")
     assert ranked["term"].tolist().index("Harry") < ranked["term"].tolist().index("Glimmerstone")
+
+
+def test_the_review_reads_the_doubtful_entries_first():
+    ranked = pd.DataFrame({"term": ["Vexmoor", "London", "Harry", "Flumbrix", "Location"],
+                           "count": [9, 6, 40, 3, 5], "type": ["place", "place", "person", "object", "person"],
+                           "specificity": [4.0, 0.8, 1.2, 5.0, 1.1], "boost": [1.0, None, 1.4, None, 0.1],
+                           "type_margin": [3.0, 6.0, 5.0, 0.3, 0.6]})
+    order = term_mining.review_order(ranked, ["Flumbrix", "Vexmoor", "Harry", "London", "Location"])
+    assert order.key.tolist() == ["London", "Location", "Flumbrix", "Vexmoor", "Harry"]
+    flag = dict(zip(order.key, order.flag))
+    assert "ordinary English" in flag["London"] and "type unsure" not in flag["London"]
+    assert "ordinary English" in flag["Location"] and "type unsure" in flag["Location"]
+    assert flag["Flumbrix"].startswith("type unsure (object")
+    assert flag["Vexmoor"] == "" and flag["Harry"] == ""          # a core name: reinforcement singled it out
+    with pytest.raises(ValueError, match="not among the ranked"):
+        term_mining.review_order(ranked, ["Hogwarts"])
+    with pytest.raises(ValueError, match="extract_candidates"):
+        term_mining.review_order(ranked[["term", "count"]], ["Vexmoor"])
+
+
+def test_the_review_order_on_a_real_ranking(ranked):
+    order = term_mining.review_order(ranked, ranked.term.head(40))
+    assert sorted(order.key) == sorted(ranked.term.head(40))
+    flagged = order.flag != ""
+    assert flagged.tolist() == sorted(flagged.tolist(), reverse=True)              # flagged ones first
+    spec = ranked.set_index("term").specificity
+    assert all(spec[k] < 1.5 or "type unsure" in f for k, f in zip(order.key[flagged], order.flag[flagged]))
+    assert not flagged[order.key.isin(["Vexmoor", "Grindlehorn"])].any()
 
 
 def test_parts_of_names_and_full_names(ranked):

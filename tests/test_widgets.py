@@ -34,8 +34,14 @@ def test_dictionary_review_applies_edits():
     d = AnchorDict([Entry("Harry", ["Jon"]), Entry("Ron", ["Tom"]), Entry("Hogwarts", ["Academy"])])
     static = widgets.DictionaryReview(d, ["Harry", "Ron"], interactive=False)
     assert isinstance(static.widget, pd.DataFrame) and static.result().keys() == d.keys()
-    review = widgets.DictionaryReview(d, ["Harry", "Ron"], interactive=True)
-    box, text = review.rows["Ron"]
+    assert "flag" not in static.widget
+    flagged = widgets.DictionaryReview(d, ["Harry", "Ron"], interactive=False, flags={"Ron": "type unsure"})
+    assert flagged.widget.flag.tolist() == ["", "type unsure"]
+    with pytest.raises(KeyError, match="'Dumbledore'"):
+        widgets.DictionaryReview(d, ["Harry", "Dumbledore"], interactive=False)
+    review = widgets.DictionaryReview(d, ["Harry", "Ron"], interactive=True, flags={"Ron": "type <unsure>"})
+    box, text, flag = review.rows["Ron"]
+    assert "type &lt;unsure&gt;" in flag.value and review.rows["Harry"][2].value == "<i></i>"
     box.value = False
     review.rows["Harry"][1].value = "Paul | Sam"
     out = review.result()
