@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 test: setup
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra --durations=15
 
 course: setup
 	$(PY) -m nbsupport run --profile $(PROFILE) --run-dir $(RUN_DIR)

@@ -2,6 +2,7 @@
 in-context primer, Min-K% and its AUC on hand-made cases, the recovery share."""
 import math
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -42,6 +43,27 @@ def test_relearning_a_repeated_sentence_raises_its_probability_on_a_copy(tiny_to
     assert table.loc[0, "A"] == pytest.approx(_familiarity(model, tok, [OWL]), rel=1e-5)
     # the model given was copied, never trained
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_default_attacker_finetunes_every_weight_and_keeps_no_checkpoint(tiny_tokenizer, monkeypatch):
+    tok = tiny_tokenizer
+    model = make_tiny_model(len(tok), seed=3)
+    seen = {}
+    real_train = attacks.train
+
+    def spy(m, dataset, scratch, settings, **kw):
+        trainer = real_train(m, dataset, scratch, settings, **kw)
+        seen.update(settings=settings, files=[p.name for p in Path(scratch).iterdir()],
+                    trainable=sum(p.numel() for p in m.parameters() if p.requires_grad),
+                    total=sum(p.numel() for p in m.parameters()))
+        return trainer
+
+    monkeypatch.setattr(attacks, "train", spy)
+    table = attacks.relearn(model, tok, "The owl flew over the castle at night. " * 30, steps=(0, 2),
+                            groups=[OWL], block_size=16)
+    assert list(table.index) == [0, 2] and table.loc[2, "all"] != table.loc[0, "all"]
+    assert seen["settings"].method == "full" and seen["trainable"] == seen["total"]
+    assert not any(f.startswith("checkpoint-") for f in seen["files"]), seen["files"]
 
 
 def test_relearn_loads_an_adapter_directory_and_measures_step_zero(tmp_path, tiny_tokenizer, tiny_model_dir):

@@ -324,33 +324,3 @@ def test_sharded_across_processes_gives_the_same_labels_and_resumes_on_another_c
     assert all(torch.equal(a[k], c[k]) for k in a)
     with pytest.raises(ValueError, match="process_index"):
         labels.generate(tiny_R, tok, blocks, two, DICT, process_index=2, num_processes=2, **kw)
-
-
-def test_two_real_processes_from_the_environment(tmp_path, tiny_model_dir, tiny_tokenizer):
-    """RANK / WORLD_SIZE as torchrun sets them: two OS processes, then one load."""
-    import subprocess
-    import sys
-    script = tmp_path / "worker.py"
-    script.write_text(f"""
-import torch
-from peft import LoraConfig, get_peft_model
-from nbsupport import corpus, generic_labels, models, runs
-from nbsupport.dictionary import AnchorDict, Entry
-from nbsupport.pair import ModelPair
-model, tok = models.load_model({str(tiny_model_dir)!r}, device="cpu")
-torch.manual_seed(0)
-R = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False)).eval()
-blocks = corpus.make_blocks({TEXTS!r}, tok, 32)
-d = AnchorDict([Entry("Hogwarts", ["the big old school"]), Entry("Harry", ["Jon"])])
-generic_labels.generate(ModelPair(R), tok, blocks, runs.Run({str(tmp_path / 'run')!r}), d, [5.0], shard_blocks=1,
-                        progress=False)
-""")
-    env = lambda rank: {**__import__("os").environ, "RANK": str(rank), "WORLD_SIZE": "2"}  # noqa: E731
-    procs = [subprocess.Popen([sys.executable, str(script)], env=env(r)) for r in range(2)]
-    assert [p.wait(timeout=300) for p in procs] == [0, 0]
-    two = labels.load(runs.Run(tmp_path / "run"))
-    solo_env = {k: v for k, v in __import__("os").environ.items() if k not in ("RANK", "WORLD_SIZE")}
-    script.write_text(script.read_text().replace(str(tmp_path / "run"), str(tmp_path / "solo")))
-    assert subprocess.run([sys.executable, str(script)], env=solo_env).returncode == 0
-    solo = labels.load(runs.Run(tmp_path / "solo"))
-    assert all(torch.equal(two[k], solo[k]) for k in solo)

@@ -214,7 +214,8 @@ def test_the_gpu_check_refuses_without_cuda():
 def test_stages_run_as_scripts_under_torchrun_and_the_notebook_path_reuses_them(tmp_path, tiny_model_dir,
                                                                                 monkeypatch):
     """The runner's path: the reinforce stage, then the labels stage launched on 2
-    processes (``python -m nbsupport stage`` under torchrun), equal to 1 process."""
+    processes (``python -m nbsupport stage`` under torchrun, so each reads RANK and
+    WORLD_SIZE from its environment), equal to 1 process."""
     from nbsupport import dictionary, generic_labels, reinforce
     params = {"MODEL": str(tiny_model_dir), "CORPUS_TOKENS": 512, "LABEL_BATCH_SIZE": 2, "RESUME": True}
     one = tmp_path / "one"
