@@ -7,6 +7,7 @@ rest. `resolve` merges the two and refuses names it does not know.
 """
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -204,6 +205,16 @@ def resolve(profile: str, **overrides: Any) -> Config:
         if value is not None:
             cfg[key] = list(value) if isinstance(value, tuple) else value
     return cfg
+
+
+PROGRESS_ENV = "NBSUPPORT_PROGRESS"
+
+
+def show_progress(progress: bool = True) -> bool:
+    """``progress``, unless the environment says ``NBSUPPORT_PROGRESS=0``. The runner
+    sets it for the kernels of a batch run: their saved notebooks would otherwise
+    keep every progress bar frozen at 0% (a widget stored without its state)."""
+    return bool(progress) and os.environ.get(PROGRESS_ENV, "1") != "0"
 
 
 def set_seed(seed: int) -> None:

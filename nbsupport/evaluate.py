@@ -21,6 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import probe, scoring, terms
+from .config import show_progress
 from .pair import ModelPair
 
 # Words typical of the Harry Potter world but not unique to it: mentioning one
@@ -127,7 +128,7 @@ def judge_table(prompts: Sequence[str], completions: Sequence[str], unique_terms
         raise ValueError(f"{len(prompts)} prompts but {len(unique_terms)} lists of unique terms")
     rows = []
     for i, (prompt, completion) in enumerate(tqdm(list(zip(prompts, completions)), desc="judging",
-                                                  disable=not progress)):
+                                                  disable=not show_progress(progress))):
         mine = tuple(unique_terms[i]) if per_prompt else unique_terms
         if client is None:
             score = judge_offline(prompt, completion, mine)

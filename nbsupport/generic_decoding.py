@@ -40,6 +40,7 @@ from transformers.generation import (LogitsProcessorList, StoppingCriteriaList, 
                                      TemperatureLogitsWarper, TopPLogitsWarper)
 from transformers.modeling_outputs import CausalLMOutput
 
+from .config import show_progress
 from .pair import ModelPair, generic_logits
 from .scoring import cache_kwarg, eval_mode
 
@@ -443,7 +444,7 @@ class GenericModel(nn.Module):
         side, tok.padding_side = tok.padding_side, "left"
         texts: list[str] = []
         try:
-            for lo in tqdm(range(0, len(prompts), batch_size), desc="generating", disable=not progress):
+            for lo in tqdm(range(0, len(prompts), batch_size), desc="generating", disable=not show_progress(progress)):
                 enc = tok(prompts[lo:lo + batch_size], return_tensors="pt", padding=True)
                 out = decode(self.pair, enc["input_ids"], enc["attention_mask"], self.alpha,
                              max_new_tokens, greedy, temperature, top_p, seed + lo,

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .config import show_progress
 from .dictionary import AnchorDict, Translator
 from .term_mining import FUNCTION_WORDS
 from .pair import ModelPair, generic_logits
@@ -243,7 +244,7 @@ def generate(pair: ModelPair, tok, blocks: torch.Tensor, run, dictionary: Anchor
         run.write_json(f"{out}/meta.json", meta)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     starts = range(0, len(blocks), shard_blocks)
-    for shard, lo in enumerate(tqdm(starts, desc="label shards", disable=not progress)):
+    for shard, lo in enumerate(tqdm(starts, desc="label shards", disable=not show_progress(progress))):
         name = f"{out}/shard-{shard:05d}.safetensors"
         if shard % num_processes != process_index or run.exists(name):
             continue  # another process's shard, or finished before an interruption

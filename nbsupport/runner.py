@@ -14,7 +14,9 @@ notebooks 02, 04 and 05 reuse their outputs. With the profile's
 from __future__ import annotations
 
 import json
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,7 +25,7 @@ import nbformat
 import papermill as pm
 
 from . import lmeval
-from .config import PROFILES, ConfigError, resolve
+from .config import PROFILES, PROGRESS_ENV, ConfigError, resolve
 from .launch import STAGE_NOTEBOOKS, config_overrides, launch_stage
 from .runs import Run
 
@@ -122,27 +124,42 @@ def run_series(profile: str, run_dir: str | Path, notebook_dir: str | Path | Non
         raise ConfigError(f"no notebook declares the parameter(s) {unknown}; "
                           f"known: {sorted(set().union(*declared.values()))}")
     results = []
-    for nb in notebooks:
-        params = {"PROFILE": profile, "RUN_DIR": str(run_dir), "INTERACTIVE": False,
-                  **(parameters or {})}
-        params = {k: v for k, v in params.items() if k in declared[nb]}
-        executed = out_dir / nb.name
-        start = time.perf_counter()
-        stage = {number: name for name, number in STAGE_NOTEBOOKS.items()}.get(nb.name[:2])
-        if stage and (processes > 1 or accelerate_config):
-            launch_stage(stage, profile, run_dir, {k: v for k, v in params.items() if k not in ("PROFILE", "RUN_DIR")},
-                         processes, accelerate_config)
-        print(f"==> {nb.name} (profile {profile})", flush=True)
-        try:
-            pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name=kernel_name,
-                                cwd=str(nb.parent), log_output=log_output, progress_bar=progress)
-        except pm.PapermillExecutionError as err:
-            raise NotebookFailed(nb, source_cell_number(nb, err.source), f"{err.ename}: {err.evalue}",
-                                 executed) from None
-        seconds = time.perf_counter() - start
-        print(f"    {nb.name} done in {seconds:.0f} s -> {executed}", flush=True)
-        results.append(NotebookResult(nb.name, seconds))
-        if benchmarks and nb.name.startswith("06"):
-            print("==> the paper's benchmarks with lm-eval (baseline vs unlearned)", flush=True)
-            print(lmeval.table_markdown(lmeval.benchmark_run(Run(run_dir))), flush=True)
+    with _kernel_env(PROGRESS_ENV, "0"):   # the kernels inherit it: no frozen bars in the saved notebooks
+        for nb in notebooks:
+            params = {"PROFILE": profile, "RUN_DIR": str(run_dir), "INTERACTIVE": False,
+                      **(parameters or {})}
+            params = {k: v for k, v in params.items() if k in declared[nb]}
+            executed = out_dir / nb.name
+            start = time.perf_counter()
+            stage = {number: name for name, number in STAGE_NOTEBOOKS.items()}.get(nb.name[:2])
+            if stage and (processes > 1 or accelerate_config):
+                staged = {k: v for k, v in params.items() if k not in ("PROFILE", "RUN_DIR")}
+                launch_stage(stage, profile, run_dir, staged, processes, accelerate_config)
+            print(f"==> {nb.name} (profile {profile})", flush=True)
+            try:
+                pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name=kernel_name,
+                                    cwd=str(nb.parent), log_output=log_output, progress_bar=progress)
+            except pm.PapermillExecutionError as err:
+                raise NotebookFailed(nb, source_cell_number(nb, err.source), f"{err.ename}: {err.evalue}",
+                                     executed) from None
+            seconds = time.perf_counter() - start
+            print(f"    {nb.name} done in {seconds:.0f} s -> {executed}", flush=True)
+            results.append(NotebookResult(nb.name, seconds))
+            if benchmarks and nb.name.startswith("06"):
+                print("==> the paper's benchmarks with lm-eval (baseline vs unlearned)", flush=True)
+                print(lmeval.table_markdown(lmeval.benchmark_run(Run(run_dir))), flush=True)
     return results
+
+
+@contextmanager
+def _kernel_env(name: str, value: str):
+    """``os.environ[name] = value`` for the block (the kernels started in it inherit it), then as before."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before

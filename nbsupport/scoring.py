@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .config import show_progress
 from .pair import ModelPair, device_of
 
 
@@ -61,7 +62,7 @@ def pad_right(sequences: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tenso
 
 
 def _batches(sequences: list, batch_size: int, progress: bool, desc: str) -> Iterator[tuple[int, list]]:
-    for lo in tqdm(range(0, len(sequences), batch_size), desc=desc, disable=not progress):
+    for lo in tqdm(range(0, len(sequences), batch_size), desc=desc, disable=not show_progress(progress)):
         yield lo, sequences[lo:lo + batch_size]
 
 

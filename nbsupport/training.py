@@ -29,6 +29,7 @@ from transformers import (PrinterCallback, Trainer, TrainerControl, TrainerState
                           default_data_collator)
 
 from . import memory
+from .config import show_progress
 from .runs import write_text_atomic
 
 
@@ -242,7 +243,7 @@ def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, sett
         gradient_accumulation_steps=settings.grad_accum, warmup_steps=settings.warmup_steps,
         lr_scheduler_type="linear", logging_steps=settings.logging_steps, save_strategy="steps",
         save_steps=settings.save_steps, save_total_limit=2, seed=settings.seed, report_to="none",
-        disable_tqdm=not progress, remove_unused_columns=False, use_cpu=not on_gpu,
+        disable_tqdm=not show_progress(progress), remove_unused_columns=False, use_cpu=not on_gpu,
         dataloader_pin_memory=on_gpu, **precision)
     trainer = (trainer_class or Trainer)(model=model, args=args, train_dataset=dataset,
                                          data_collator=default_data_collator, callbacks=list(callbacks))

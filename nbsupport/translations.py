@@ -84,6 +84,10 @@ HEADS = {
 HEADS = {k: {w.strip("?") for w in v.split()} for k, v in HEADS.items()}
 
 
+def _a(noun: str) -> str:
+    """ "a place", "an object"."""
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
+
 
 def common(word: str, zipf: float = 5.0) -> bool:
     return word.lower() in FUNCTION_WORDS or zipf_frequency(word.lower(), "en") >= zipf
@@ -434,7 +438,7 @@ def translate(new: Sequence[str], rows: dict[str, dict], targets: Iterable[str],
         for t, boost in model(key).items():
             problems = translation_problems(key, t, kind, targets, picker.specific)
             if translation_type(t, kind) != kind:
-                problems.append(f"reads as {translation_type(t) or 'no known type'}, not a {kind}: "
+                problems.append(f"reads as {translation_type(t) or 'no known type'}, not {_a(kind)}: "
                                 "not a generic word of the key's type")
             if boost > boost_threshold:
                 problems.append(f"reinforcement raised it (boost {boost:.2f} nats/token): target-specific")
@@ -548,7 +552,7 @@ def _thing_translations(key: str, kind: str, row: dict, words: dict, picker: _Pi
             t = " ".join(new_ws)
             problems = translation_problems(key, t, kind, picker.targets, picker.specific)
             if kind and translation_type(t, kind) != kind:   # "Western Eater" says nothing of a group
-                problems.append(f"reads as {translation_type(t) or 'no known type'}, not a {kind}")
+                problems.append(f"reads as {translation_type(t) or 'no known type'}, not {_a(kind)}")
             if problems or t.lower() in picker.used or t in out:
                 picker.rejected.append({"key": key, "translation": t, "source": "pool",
                                         "reason": "; ".join(problems) or "already used"})

@@ -55,3 +55,12 @@ def test_seed_makes_torch_repeatable():
     a = torch.rand(3)
     config.set_seed(7)
     assert torch.equal(a, torch.rand(3))
+
+
+def test_progress_bars_follow_the_argument_unless_the_environment_turns_them_off(monkeypatch):
+    monkeypatch.delenv("NBSUPPORT_PROGRESS", raising=False)
+    assert config.show_progress(True) and not config.show_progress(False)
+    monkeypatch.setenv("NBSUPPORT_PROGRESS", "0")
+    assert not config.show_progress(True) and not config.show_progress(False)
+    monkeypatch.setenv("NBSUPPORT_PROGRESS", "1")
+    assert config.show_progress(True)

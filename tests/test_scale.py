@@ -261,8 +261,14 @@ def test_the_runner_launches_each_stage_before_its_notebook(tmp_path, monkeypatc
                     nbformat.v4.new_code_cell('PROFILE = "cpu"\nRUN_DIR = "r"\nALPHA = None\nRESUME = True',
                                               metadata={"tags": ["parameters"]})]
         nbformat.write(nb, tmp_path / f"{name}.ipynb")
-    order = []
-    monkeypatch.setattr(runner.pm, "execute_notebook", lambda nb, out, **kw: order.append(Path(nb).name[:2]))
+    order, progress_env = [], []
+    monkeypatch.delenv("NBSUPPORT_PROGRESS", raising=False)
+
+    def execute(nb, out, **kw):
+        order.append(Path(nb).name[:2])
+        progress_env.append(os.environ.get("NBSUPPORT_PROGRESS"))
+
+    monkeypatch.setattr(runner.pm, "execute_notebook", execute)
     monkeypatch.setattr(runner, "launch_stage", lambda stage, profile, run_dir, params, n, cfg:
                         order.append((stage, profile, params, n, cfg)))
     runner.run_series("smoke", tmp_path / "run", tmp_path, parameters={"ALPHA": 2.0}, processes=2, progress=False)
@@ -272,3 +278,5 @@ def test_the_runner_launches_each_stage_before_its_notebook(tmp_path, monkeypatc
     order.clear()
     runner.run_series("smoke", tmp_path / "run", tmp_path, progress=False)   # one process: notebooks only
     assert order == ["01", "02", "03", "04", "05"]
+    # the kernels draw no progress bars (frozen at 0% in saved notebooks); the environment is restored after
+    assert set(progress_env) == {"0"} and "NBSUPPORT_PROGRESS" not in os.environ
