@@ -217,6 +217,18 @@ def show_progress(progress: bool = True) -> bool:
     return bool(progress) and os.environ.get(PROGRESS_ENV, "1") != "0"
 
 
+def quiet_library_bars() -> None:
+    """Where ``show_progress()`` is False, also turn off the bars transformers and
+    huggingface_hub draw themselves ("Writing model shards", "Loading weights")."""
+    if show_progress():
+        return
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) in one place."""
     random.seed(seed)

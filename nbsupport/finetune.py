@@ -185,6 +185,11 @@ def choose_recipe(histories: dict[str, list[dict]], max_perplexity_rise: float =
     development half) among those whose perplexity rose at most
     ``max_perplexity_rise`` percent; if none stays within it, the one whose
     perplexity rose least. ``histories`` maps a recipe to its ``StepProbe.history``."""
+    return recipe_choice(histories, max_perplexity_rise)[0]
+
+
+def recipe_choice(histories: dict[str, list[dict]], max_perplexity_rise: float = 3.0) -> tuple[str, str]:
+    """``choose_recipe``'s choice and why, in words: ``(name, reason)``."""
     if not histories:
         raise ValueError("no recipe was trained")
 
@@ -195,9 +200,13 @@ def choose_recipe(histories: dict[str, list[dict]], max_perplexity_rise: float =
         return 100 * (h[-1]["perplexity"] / h[0]["perplexity"] - 1)
 
     within = {name: h for name, h in histories.items() if rise(h) <= max_perplexity_rise}
+    if len(histories) == 1:
+        return next(iter(histories)), "the only recipe trained"
     if within:
-        return max(within, key=lambda name: drop(within[name]))
-    return min(histories, key=lambda name: rise(histories[name]))
+        return (max(within, key=lambda name: drop(within[name])),
+                f"the largest drop on the step probes with a perplexity rise of at most {max_perplexity_rise:g}%")
+    return (min(histories, key=lambda name: rise(histories[name])),
+            f"no recipe stayed within +{max_perplexity_rise:g}% perplexity: the one whose perplexity rose least")
 
 
 def retain_blocks(tok, block_size: int) -> torch.Tensor:

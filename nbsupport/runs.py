@@ -209,8 +209,11 @@ def open_stage(run_dir: str | os.PathLike, profile: str, stage: str, **overrides
     (``config.FIXED_BY``: the model, the block size, the alpha, ...) is inherited
     from that stage's recorded configuration. Asking for another value of an
     inherited parameter raises ``RunMismatchError`` naming the stage that fixed
-    it. The resolved configuration is recorded as ``config/<stage>.json``.
+    it. The resolved configuration is recorded as ``config/<stage>.json``. In a
+    batch run's kernel (``NBSUPPORT_PROGRESS=0``) the libraries' own progress bars
+    are turned off too.
     """
+    config.quiet_library_bars()
     cfg = inherited_config(run_dir, profile, stage, **overrides)
     return open_run(run_dir, cfg, stage=stage), cfg
 

@@ -64,3 +64,19 @@ def test_progress_bars_follow_the_argument_unless_the_environment_turns_them_off
     assert not config.show_progress(True) and not config.show_progress(False)
     monkeypatch.setenv("NBSUPPORT_PROGRESS", "1")
     assert config.show_progress(True)
+
+
+def test_batch_runs_also_quiet_the_libraries_bars(monkeypatch):
+    from transformers.utils import logging as hf_logging
+
+    monkeypatch.delenv("NBSUPPORT_PROGRESS", raising=False)
+    config.quiet_library_bars()
+    assert hf_logging.is_progress_bar_enabled()          # interactive: left alone
+    monkeypatch.setenv("NBSUPPORT_PROGRESS", "0")
+    try:
+        config.quiet_library_bars()
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.enable_progress_bar()
+        from huggingface_hub.utils import enable_progress_bars
+        enable_progress_bars()

@@ -226,5 +226,8 @@ def test_the_recipe_is_chosen_by_measurement_within_the_cost_limit():
     assert finetune.choose_recipe(histories, max_perplexity_rise=20) == "b"
     # none within the limit: the cheapest
     assert finetune.choose_recipe({"b": hist(0.01, 22.0), "d": hist(0.02, 21.0)}) == "d"
+    assert "rose least" in finetune.recipe_choice({"b": hist(0.01, 22.0), "d": hist(0.02, 21.0)})[1]
+    assert "at most 3%" in finetune.recipe_choice(histories)[1]
+    assert finetune.recipe_choice({"b": hist(0.01, 22.0)}) == ("b", "the only recipe trained")
     with pytest.raises(ValueError, match="no recipe"):
         finetune.choose_recipe({})

@@ -192,7 +192,7 @@ def test_stages_mirror_their_notebooks():
     assert 'out = "finetune/variants/" + name.replace(" ", "-").replace(",", "").replace("=", "-")' in nb05
     assert launch.variant_name("alpha=10, 1 epoch") == "finetune/variants/alpha-10-1-epoch"
     for line in ('variants["reinforcement only"]', 'variants["anchors only"] = ("ablation", data, 0.0, short)',
-                 'f"alpha={alpha:g}, 1 epoch"', 'f"lr={lr:g}, 1 epoch"', "finetune.choose_recipe(histories)",
+                 'f"alpha={alpha:g}, 1 epoch"', 'f"lr={lr:g}, 1 epoch"', "finetune.recipe_choice(histories)",
                  'out=f"finetune/{recipe}"'):
         assert line in nb05, line
 
