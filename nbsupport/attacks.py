@@ -287,6 +287,9 @@ def narrate(summary: pd.DataFrame, last_step: int) -> list[str]:
     lines = []
     before_b = "group B before relearning (% of baseline)"
     after_b = f"group B after {last_step} relearning steps (% of baseline)"
+    # the relearning text can teach group B indirectly too: the baseline's own rise is the yardstick
+    base_rise = (summary.loc["baseline", after_b] - 100.0
+                 if "baseline" in summary.index and pd.notna(summary.loc["baseline"].get(after_b)) else None)
     for name in [m for m in summary.index if m != "baseline"]:
         row = summary.loc[name]
         parts = [f"{name}: {_removed(row['familiarity_drop'])} on the report probes"]
@@ -300,11 +303,16 @@ def narrate(summary: pd.DataFrame, last_step: int) -> list[str]:
                 parts.append(f"group B was never suppressed ({before:.0f}% of the baseline's familiarity before "
                              "relearning), so relearning has nothing to bring back")
             else:
-                back = (after - before) / (100 - before) * 100
-                came = (f"{back:.0f}% of what was removed came back" if back >= 0.5 else
-                        "none of what was removed came back")
+                rise = after - before
+                beyond = rise - (base_rise or 0.0)
+                back = beyond / (100 - before) * 100
+                yardstick = "" if base_rise is None else f", against {base_rise:+.0f} for the baseline"
+                came = ("none of what was removed came back" if rise <= 0 or (back < 0.5 and base_rise is None) else
+                        "no more than the same attack gives the baseline" if back < 0.5 else
+                        f"{back:.0f}% of what was removed came back" if base_rise is None else
+                        f"beyond the baseline's rise, {back:.0f}% of what was removed came back")
                 parts.append(f"group B (never shown again) went from {before:.0f}% to {after:.0f}% of the baseline's "
-                             f"familiarity in {last_step} relearning steps: {came}")
+                             f"familiarity in {last_step} relearning steps ({rise:+.0f} points{yardstick}): {came}")
         lines.append("; ".join(parts) + ".")
     if "baseline" in summary.index and pd.notna(summary.loc["baseline"].get(after_b)):
         lines.append(f"For reference, the baseline under the same attack reaches {summary.loc['baseline', after_b]:.0f}% "

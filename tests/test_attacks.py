@@ -157,15 +157,19 @@ def test_narration_is_printed_from_the_numbers():
     assert lines[0].startswith("WHP soft+kl: 72% of the target probability removed")
     assert "51% of the target probability removed on the indirect probes" in lines[0]
     assert "perplexity +2.8%" in lines[0]
-    # (70 - 40) / (100 - 40) = 50% of what was removed came back
-    assert "went from 40% to 70%" in lines[0] and "50% of what was removed came back" in lines[0]
+    # +30 points, against +60 for the baseline: nothing beyond what the text teaches
+    assert "went from 40% to 70%" in lines[0] and "(+30 points, against +60 for the baseline)" in lines[0]
+    assert "no more than the same attack gives the baseline" in lines[0]
     assert "never suppressed" in lines[1] and "came back" not in lines[1]
     assert lines[-1].startswith("For reference, the baseline under the same attack reaches 160%")
+    # +45 against +15: (45 - 15) / (100 - 40) = 50% of what was removed came back beyond the baseline's rise
+    lines = attacks.narrate(summary.assign(**{after: [115.0, 85.0, 150.0]}), 25)
+    assert "(+45 points, against +15 for the baseline): beyond the baseline's rise, 50% of what was removed" in lines[0]
     worse = pd.DataFrame({"familiarity_drop": [0.0, -11.0], "indirect_drop": [0.0, 5.0], before: [100.0, 89.0],
                           after: [100.0, 88.0]}, index=["baseline", "npo"])
     line = attacks.narrate(worse, 25)[0]
     assert line.startswith("npo: the target probability rose 11% on the report probes")
-    assert "none of what was removed came back" in line and "-" not in line.split("relearning steps")[-1]
+    assert "none of what was removed came back" in line and "-1 points" in line and "-1%" not in line
 
 
 def test_summary_table_reads_every_measure_against_the_baseline():
