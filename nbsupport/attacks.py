@@ -307,10 +307,13 @@ def narrate(summary: pd.DataFrame, last_step: int) -> list[str]:
                 beyond = rise - (base_rise or 0.0)
                 back = beyond / (100 - before) * 100
                 yardstick = "" if base_rise is None else f", against {base_rise:+.0f} for the baseline"
-                came = ("none of what was removed came back" if rise <= 0 or (back < 0.5 and base_rise is None) else
-                        "no more than the same attack gives the baseline" if back < 0.5 else
-                        f"{back:.0f}% of what was removed came back" if base_rise is None else
-                        f"beyond the baseline's rise, {back:.0f}% of what was removed came back")
+                if rise <= 0 or (back < 0.5 and base_rise is None):
+                    came = "none of what was removed came back"
+                elif back < 0.5:
+                    came = "no more than the same attack gives the baseline"
+                else:
+                    came = ("" if base_rise is None else "beyond the baseline's rise, ") \
+                        + f"{back:.0f}% of what was removed came back"
                 parts.append(f"group B (never shown again) went from {before:.0f}% to {after:.0f}% of the baseline's "
                              f"familiarity in {last_step} relearning steps ({rise:+.0f} points{yardstick}): {came}")
         lines.append("; ".join(parts) + ".")

@@ -199,9 +199,9 @@ def recipe_choice(histories: dict[str, list[dict]], max_perplexity_rise: float =
     def rise(h):
         return 100 * (h[-1]["perplexity"] / h[0]["perplexity"] - 1)
 
-    within = {name: h for name, h in histories.items() if rise(h) <= max_perplexity_rise}
     if len(histories) == 1:
         return next(iter(histories)), "the only recipe trained"
+    within = {name: h for name, h in histories.items() if rise(h) <= max_perplexity_rise}
     if within:
         return (max(within, key=lambda name: drop(within[name])),
                 f"the largest drop on the step probes with a perplexity rise of at most {max_perplexity_rise:g}%")

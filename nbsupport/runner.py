@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+from unittest import mock
 
 import nbformat
 import papermill as pm
@@ -124,7 +124,8 @@ def run_series(profile: str, run_dir: str | Path, notebook_dir: str | Path | Non
         raise ConfigError(f"no notebook declares the parameter(s) {unknown}; "
                           f"known: {sorted(set().union(*declared.values()))}")
     results = []
-    with _kernel_env(PROGRESS_ENV, "0"):   # the kernels inherit it: no frozen bars in the saved notebooks
+    # the kernels started here inherit it (no frozen bars in the saved notebooks); restored after
+    with mock.patch.dict(os.environ, {PROGRESS_ENV: "0"}):
         for nb in notebooks:
             params = {"PROFILE": profile, "RUN_DIR": str(run_dir), "INTERACTIVE": False,
                       **(parameters or {})}
@@ -149,17 +150,3 @@ def run_series(profile: str, run_dir: str | Path, notebook_dir: str | Path | Non
                 print("==> the paper's benchmarks with lm-eval (baseline vs unlearned)", flush=True)
                 print(lmeval.table_markdown(lmeval.benchmark_run(Run(run_dir))), flush=True)
     return results
-
-
-@contextmanager
-def _kernel_env(name: str, value: str):
-    """``os.environ[name] = value`` for the block (the kernels started in it inherit it), then as before."""
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before

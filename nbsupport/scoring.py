@@ -153,7 +153,7 @@ def _score_rows(model, tok, encoded: list[tuple[list[int], int]], out: torch.Ten
             extra = {key: cache, "use_cache": True}
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), **extra).logits
         logp = torch.log_softmax(logits.float(), dim=-1).cpu()          # [b, width, vocab]
-        for row, (row_ids, scored) in enumerate(batch):
+        for row, (_, scored) in enumerate(batch):
             for i, lo, hi in scored:
                 targets = torch.tensor(encoded[i][0][lo:hi])
                 # logits at position t - 1 predict token t; the row starts at n_common
