@@ -33,6 +33,7 @@ _CPU: dict[str, Any] = {
     "corpus_tokens": 8192,      # None: all of the text; else its first N tokens (seeded order)
     "corpus_order": "mixed",    # built-in text: "mixed" or "prose-first" (hand-written prose before rendered facts)
     "block_size": 256,          # tokens per training block (paper: 512)
+    "cpu_bf16": None,           # training on the CPU under bf16 autocast; None: where the CPU has native bf16
     # --- reinforcement (notebook 02)
     "reinforce_method": "lora", # "lora": R is an adapter on B; "full": R is a full copy
     "reinforce_epochs": 2.0,
@@ -143,7 +144,8 @@ FIXED_BY = {
 
 # The type of every parameter whose cpu default is None ("all" or "not set").
 _NULLABLE = {"n_token_probes": int, "n_knowledge_probes": int, "n_completion_prompts": int,
-             "corpus_tokens": int, "target_sha256": str, "eval_text_files": int, "kl_text_files": int}
+             "corpus_tokens": int, "target_sha256": str, "eval_text_files": int, "kl_text_files": int,
+             "cpu_bf16": bool}
 
 
 class ConfigError(ValueError):
@@ -176,7 +178,7 @@ def check_type(name: str, value: Any) -> None:
     else:
         ok = isinstance(value, want)
     if not ok:
-        example = default if default is not None else {int: 10, str: "text"}[want]
+        example = default if default is not None else {int: 10, str: "text", bool: True}[want]
         article = "an" if want.__name__[0] in "aeiou" else "a"
         raise ConfigError(f"parameter {name.upper()} should be {article} {want.__name__} like {example!r}, "
                           f"got {value!r} ({type(value).__name__})")

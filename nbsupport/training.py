@@ -55,6 +55,7 @@ class TrainSettings:
     seed: int = 0
     gradient_checkpointing: bool = False   # recompute activations in the backward pass (GPU profiles)
     memory_check: bool = False             # fit the batch per GPU to the memory plan (GPU profiles)
+    cpu_bf16: bool | None = None           # bf16 autocast on the CPU; None: where the CPU has native bf16
 
     def __post_init__(self):
         if self.method not in ("lora", "full"):
@@ -63,6 +64,8 @@ class TrainSettings:
             raise TrainingError("learning_rate must be > 0, batch_size and grad_accum >= 1")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise TrainingError("give epochs > 0 or max_steps > 0")
+        if self.cpu_bf16 not in (None, True, False):
+            raise TrainingError(f"cpu_bf16 must be True, False or None (auto), got {self.cpu_bf16!r}")
 
 
 class BlockDataset(torch.utils.data.Dataset):
@@ -101,7 +104,7 @@ def settings_from(cfg, stage: str, processes: int | None = None) -> TrainSetting
                              grad_accum=cfg[f"{stage}_grad_accum"], max_steps=cfg[f"{stage}_max_steps"],
                              lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, seed=cfg.seed,
                              gradient_checkpointing=cfg.get("gradient_checkpointing", False),
-                             memory_check=cfg.get("memory_check", False))
+                             memory_check=cfg.get("memory_check", False), cpu_bf16=cfg.get("cpu_bf16"))
     processes = _processes() if processes is None else processes
     if processes == 1:
         return settings
@@ -198,22 +201,52 @@ def enable_checkpointing(model, reentrant: bool = False) -> None:
     model.enable_input_require_grads()
 
 
-def _master_weights_in_fp32(model) -> dict:
-    """Make every trainable weight fp32 and return the Trainer's autocast flags.
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles).
+
+    There bf16 autocast trains the course's LoRA about 1.4x faster than fp32
+    (``benchmarks/cpu_precision.py``); elsewhere bf16 is emulated and slower.
+    """
+    checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(check() for check in checks if check is not None)
+
+
+class _CpuBf16Autocast:
+    """A Trainer mixin: the loss (forward passes included) runs under bf16 autocast
+    on the CPU; the backward pass follows the forward's dtypes.
+
+    The Trainer's own ``bf16=True`` would hand this to accelerate, which wraps the
+    model's ``forward`` in autocast for good: the callbacks' step measures and every
+    measure after training would then run in bf16 too. Here only the loss does.
+    """
+
+    def autocast_smart_context_manager(self, cache_enabled: bool | None = True):
+        return torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=cache_enabled)
+
+
+def _master_weights_in_fp32(model, cpu_bf16: bool | None = None) -> tuple[dict, bool]:
+    """Make every trainable weight fp32; return the Trainer's GPU autocast flags and
+    whether the loss runs under bf16 autocast on the CPU.
 
     A model loaded in bf16 or fp16 must not be *trained* in it: at the paper's
     learning rate of 1e-6 most bf16 updates round to nothing, and fp16 full
     finetuning with a grad scaler fails on fp16 master weights. So the weights that
     train are kept in fp32 (the frozen base of a LoRA model may stay in half
     precision) and the forward pass runs under bf16/fp16 autocast on a GPU.
+
+    On the CPU the weights are fp32 and the loss runs under bf16 autocast when
+    ``cpu_bf16`` says so (None: where the CPU has native bf16). Only the loss
+    does: the step measures and every measure after training stay in fp32.
     """
     half = {p.dtype for p in model.parameters()} & {torch.bfloat16, torch.float16}
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
-    if not (half and _on_gpu(model)):
-        return {}
-    return {"bf16": torch.bfloat16 in half, "fp16": torch.bfloat16 not in half}
+    if not _on_gpu(model):
+        return {}, cpu_has_native_bf16() if cpu_bf16 is None else cpu_bf16
+    if not half:
+        return {}, False
+    return {"bf16": torch.bfloat16 in half, "fp16": torch.bfloat16 not in half}, False
 
 
 def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, settings: TrainSettings,
@@ -234,7 +267,7 @@ def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, sett
     if _is_main_process():
         write_text_atomic(record, mine)
     on_gpu = _on_gpu(model)
-    precision = _master_weights_in_fp32(model)
+    precision, cpu_bf16 = _master_weights_in_fp32(model, settings.cpu_bf16)
     if settings.gradient_checkpointing and os.environ.get("FSDP_ACTIVATION_CHECKPOINTING") != "true":
         enable_checkpointing(model)   # (under FSDP, its own checkpointing is set in the accelerate config)
     args = TrainingArguments(
@@ -245,7 +278,10 @@ def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, sett
         save_steps=settings.save_steps, save_total_limit=2, seed=settings.seed, report_to="none",
         disable_tqdm=not show_progress(progress), remove_unused_columns=False, use_cpu=not on_gpu,
         dataloader_pin_memory=on_gpu, **precision)
-    trainer = (trainer_class or Trainer)(model=model, args=args, train_dataset=dataset,
+    trainer_class = trainer_class or Trainer
+    if cpu_bf16:
+        trainer_class = type(trainer_class.__name__, (_CpuBf16Autocast, trainer_class), {})
+    trainer = trainer_class(model=model, args=args, train_dataset=dataset,
                                          data_collator=default_data_collator, callbacks=list(callbacks))
     if not progress:  # quiet means quiet: no loss dict printed at every logging step either
         trainer.remove_callback(PrinterCallback)

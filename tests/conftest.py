@@ -19,6 +19,16 @@ TINY_TEXT = [
 ] * 20
 
 
+@pytest.fixture(autouse=True)
+def _fp32_training_in_process(monkeypatch):
+    """Unit tests train tiny models in fp32 wherever they run: their margins are
+    about the algorithms, not bf16 rounding (a 32-wide model feels it far more than
+    a real one). Tests of the bf16 path ask for it with ``cpu_bf16=True``; the
+    notebook and multi-process tests run in their own processes with the default."""
+    from nbsupport import training
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+
+
 def _tiny_tokenizer():
     from tokenizers import ByteLevelBPETokenizer
     from transformers import PreTrainedTokenizerFast

@@ -141,3 +141,45 @@ def test_a_full_finetune_step_at_the_papers_rate_changes_a_bf16_model(tmp_path, 
     assert after["model.layers.0.mlp.down_proj.weight"].dtype == torch.float32
     moved = (after["model.layers.0.mlp.down_proj.weight"] != update).float().mean()
     assert moved > 0.5   # most weights moved, where bf16 weights would have stayed put
+
+
+@pytest.mark.parametrize("cpu_bf16", [True, False])
+def test_cpu_bf16_autocast_covers_the_loss_only(tmp_path, tiny_tokenizer, cpu_bf16):
+    """With ``cpu_bf16`` the training forward runs in bf16 on the CPU, while the
+    callbacks' measures and every forward after training stay in fp32 (the weights too)."""
+    from transformers import TrainerCallback
+
+    model = training.attach_lora(make_tiny_model(len(tiny_tokenizer)), training.TrainSettings(lora_r=2))
+    seen = {"train": set(), "callback": set()}
+    phase = ["train"]
+    layer = model.get_base_model().model.layers[0].mlp.down_proj
+    layer.register_forward_hook(lambda mod, inp, out: seen[phase[0]].add(out.dtype))
+    blocks = _blocks(tiny_tokenizer)
+
+    class Measure(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            phase[0] = "callback"
+            _loss(model, blocks[:1])
+            phase[0] = "train"
+
+    settings = training.TrainSettings(batch_size=4, max_steps=2, save_steps=100, lora_r=2, cpu_bf16=cpu_bf16)
+    training.train(model, training.BlockDataset(blocks), tmp_path, settings, progress=False, callbacks=[Measure()])
+    assert seen["train"] == ({torch.bfloat16} if cpu_bf16 else {torch.float32})
+    assert seen["callback"] == {torch.float32}
+    seen["after"], phase[0] = set(), "after"
+    _loss(model, blocks[:1])
+    assert seen["after"] == {torch.float32}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_cpu_bf16_setting_is_checked():
+    with pytest.raises(training.TrainingError, match="cpu_bf16"):
+        training.TrainSettings(cpu_bf16="yes")
+
+
+def test_cpu_bf16_is_a_profile_parameter():
+    from nbsupport import config
+    assert training.settings_from(config.resolve("cpu"), "finetune").cpu_bf16 is None      # auto
+    assert training.settings_from(config.resolve("cpu", cpu_bf16=False), "reinforce").cpu_bf16 is False
+    with pytest.raises(config.ConfigError, match="CPU_BF16 should be a bool"):
+        config.resolve("cpu", cpu_bf16="no")
