@@ -64,7 +64,7 @@ class TrainSettings:
             raise TrainingError("learning_rate must be > 0, batch_size and grad_accum >= 1")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise TrainingError("give epochs > 0 or max_steps > 0")
-        if self.cpu_bf16 not in (None, True, False):
+        if not (self.cpu_bf16 is None or isinstance(self.cpu_bf16, bool)):   # 1 == True: not a flag
             raise TrainingError(f"cpu_bf16 must be True, False or None (auto), got {self.cpu_bf16!r}")
 
 
