@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import inspect
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 from typing import Sequence
 
@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 from transformers.generation import (LogitsProcessorList, StoppingCriteriaList, StopStringCriteria,
                                      TemperatureLogitsWarper, TopPLogitsWarper)
-from transformers.modeling_outputs import CausalLMOutput
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .config import show_progress
 from .pair import ModelPair, generic_logits
@@ -163,6 +163,24 @@ class TwoViews:
     def __exit__(self, *exc) -> None:
         self.contexts.close()
         self.B = None
+
+    def resume(self, caches: "PairCache") -> None:
+        """Continue from the caches of an earlier call (``PairCache``) instead of empty ones."""
+        if self.cache_b is None:
+            raise ValueError("TwoViews was opened with cache=False: it cannot resume from caches")
+        if caches.stacked != self.stacked or (caches.cache_r is None) != (self.cache_r is None):
+            raise ValueError("these caches were made by another layout of the pair (stacked or not, "
+                             "with or without R): resume with the model and alpha that made them")
+        rows = _cache_rows(caches.cache_b)
+        rows = rows // (2 if self.stacked else 1) if rows is not None else None
+        if rows is not None and rows != self.batch:
+            raise ValueError(f"the caches hold {rows} rows, this call has {self.batch}: "
+                             "use batch_repeat_interleave to match them")
+        self.cache_b, self.cache_r = caches.cache_b, caches.cache_r
+
+    def caches(self) -> "PairCache":
+        """The caches as they stand, to pass to a later call."""
+        return PairCache(self.cache_b, self.cache_r, self.stacked)
 
     def _kw(self, cache: DynamicCache | None, logits_to_keep: int) -> dict:
         if cache is None:
@@ -337,7 +355,40 @@ def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
     return text[:min(ends)] if ends else text
 
 
+def _cache_rows(cache: DynamicCache) -> int | None:
+    """The rows of a filled cache (its first layer's keys), or None when it cannot tell."""
+    layers = getattr(cache, "layers", None) or [None]
+    keys = getattr(layers[0], "keys", None)
+    return int(keys.shape[0]) if isinstance(keys, torch.Tensor) else None
+
+
+# the field a model output keeps its cache in: transformers 5 renamed past_key_values to cache
+_OUTPUT_CACHE = "cache" if "cache" in {f.name for f in fields(CausalLMOutputWithPast)} else "past_key_values"
+
+
 # ----------------------------------------------------------------- a pair as one model
+@dataclass
+class PairCache:
+    """The KV caches of a ``GenericModel`` call, to pass back as ``past_key_values``:
+    B's and R's, or one cache of 2b rows (B's rows, then R's) when the two ran stacked.
+    ``copy.deepcopy`` and ``batch_repeat_interleave`` work as on a ``DynamicCache``,
+    which is all the scorers' shared-prefix path needs (``scoring.continuation_logprobs``:
+    a primer paragraph runs once, not in every row). Repeating a stacked cache row by
+    row keeps B's rows first."""
+
+    cache_b: DynamicCache
+    cache_r: DynamicCache | None
+    stacked: bool
+
+    def get_seq_length(self) -> int:
+        return self.cache_b.get_seq_length()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        for cache in (self.cache_b, self.cache_r):
+            if cache is not None:
+                cache.batch_repeat_interleave(repeats)
+
+
 class BaseView(nn.Module):
     """B of a pair as a module of its own (the adapter switched off for each call)."""
 
@@ -360,7 +411,7 @@ class GenericModel(nn.Module):
     combined, as in the paper (not log-softmaxes). With alpha = 0 it is B exactly.
     """
 
-    supports_prefix_cache = False   # forward combines two models: scorers pass whole sequences
+    supports_prefix_cache = True    # forward takes and returns both models' caches (PairCache)
 
     def __init__(self, pair: ModelPair, alpha: float = 5.0):
         super().__init__()
@@ -376,23 +427,37 @@ class GenericModel(nn.Module):
         return self.pair.device
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, **kwargs) -> CausalLMOutput:
+                position_ids: torch.Tensor | None = None, cache: PairCache | None = None,
+                use_cache: bool = False, **kwargs) -> CausalLMOutputWithPast:
         """input_ids [b, L] (mask [b, L]) -> ``.logits`` [b, L, vocab] float32.
 
         As for a Hugging Face model, right padding needs nothing more; for left padding
         pass ``position_ids`` (``positions(attention_mask)``). B's and R's logits are held
         at once: about three times one model's logits memory, so keep batches modest.
+
+        With ``use_cache`` the result's ``cache`` (``past_key_values`` before transformers
+        5) holds both models' caches (``PairCache``); passed back as ``cache`` (or
+        ``past_key_values``), the next call reads only its new tokens, with the mask of
+        everything so far ([b, past + L]) and positions that continue from the cache's
+        length (right padding: the default).
         """
-        unsupported = set(kwargs) - {"use_cache", "return_dict"}
+        cache = kwargs.pop("past_key_values", None) if cache is None else cache
+        unsupported = set(kwargs) - {"return_dict", "past_key_values"}
         if unsupported:
             raise TypeError(f"GenericModel.forward does not support {sorted(unsupported)}")
+        past = 0 if cache is None else cache.get_seq_length()
         if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+            attention_mask = torch.ones(input_ids.shape[0], past + input_ids.shape[1], dtype=torch.long,
+                                        device=input_ids.device)
         if position_ids is None:
-            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-        with TwoViews(self.pair, len(input_ids), cache=False, with_r=self.alpha > 0) as views:
+            position_ids = past + torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        keep = bool(use_cache) or cache is not None
+        with TwoViews(self.pair, len(input_ids), cache=keep, with_r=self.alpha > 0) as views:
+            if cache is not None:
+                views.resume(cache)
             v_b, v_r = views(input_ids, attention_mask, position_ids)
-        return CausalLMOutput(logits=combine(v_b, v_r, self.alpha))
+        return CausalLMOutputWithPast(logits=combine(v_b, v_r, self.alpha),
+                                      **{_OUTPUT_CACHE: views.caches() if keep else None})
 
     def against_base(self) -> ModelPair:
         """B and this model as a ``ModelPair`` (B as the base, this model as the trained

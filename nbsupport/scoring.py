@@ -106,9 +106,9 @@ def continuation_logprobs(model, tok, pairs: Sequence[tuple[str, str]], batch_si
     score every one-token continuation; a longer continuation gets a row of its own
     (prompt + continuation). When all the prompts start with the same
     ``min_common`` (8) or more tokens (a primer paragraph before every probe),
-    those run once and each batch continues from their KV cache. A model that
-    takes no cache (``supports_prefix_cache = False``, e.g. the inference-time WHP
-    wrapper) runs the common part in every row.
+    those run once and each batch continues from their KV cache (the inference-time
+    WHP wrapper too: it passes both models' caches). A model that takes no cache
+    (``supports_prefix_cache = False``) runs the common part in every row.
     """
     encoded = [split_joint(tok, p, c) for p, c in pairs]
     out = torch.zeros(len(encoded), dtype=torch.float32)

@@ -321,6 +321,58 @@ def test_wrapper_with_perplexity_and_topk(pair, tiny_tokenizer):
     assert len(table) == 5 and table["prob"].is_monotonic_decreasing
 
 
+@torch.no_grad()
+def test_wrapper_continues_from_its_own_caches(pair, tiny_tokenizer):
+    """A prefix with use_cache, then the rest from its PairCache (repeated for 2 rows):
+    the same logits as the whole text at once."""
+    ids = torch.tensor([tiny_tokenizer("Harry Potter studies magic at a school in the hills")["input_ids"]])
+    model = gd.GenericModel(pair, ALPHA)
+    whole = model(ids).logits
+    first = model(ids[:, :5], use_cache=True)
+    caches = first[gd._OUTPUT_CACHE]
+    assert isinstance(caches, gd.PairCache) and caches.get_seq_length() == 5
+    caches.batch_repeat_interleave(2)
+    rest = model(ids[:, 5:].repeat(2, 1), **{scoring.cache_kwarg(model): caches}).logits
+    torch.testing.assert_close(rest, whole[:, 5:].repeat(2, 1, 1), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(first.logits, whole[:, :5], atol=1e-4, rtol=1e-4)
+    assert getattr(model(ids), gd._OUTPUT_CACHE) is None        # no cache unless asked
+
+
+def test_primed_scoring_runs_the_primer_once_and_scores_the_same(pair, tiny_tokenizer, monkeypatch):
+    """continuation_logprobs on prompts that share a long start (a primer) reads the
+    wrapper's caches; the scores equal those of whole rows without a cache."""
+    primer = "The school of magic stands in the hills and the cat sat on the mat by the lake. "
+    pairs = [(primer + "Harry Potter studies", " magic"), (primer + "The cat sat", " on the mat"),
+             (primer + "Ron and Hermione are", " friends")]
+    model = gd.GenericModel(pair, ALPHA)
+    seen = []
+    forward = gd.GenericModel.forward
+
+    def counted(self, *args, **kwargs):
+        seen.append((kwargs["input_ids"] if "input_ids" in kwargs else args[0]).shape)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(gd.GenericModel, "forward", counted)
+    cached = scoring.continuation_logprobs(model, tiny_tokenizer, pairs)
+    n_primer = len(tiny_tokenizer(primer)["input_ids"])
+    assert seen[0][0] == 1 and seen[0][1] >= n_primer - 2          # the primer ran once, alone
+    assert all(shape[1] < n_primer for shape in seen[1:])          # the rows never ran it again
+    seen.clear()
+    monkeypatch.setattr(model, "supports_prefix_cache", False, raising=False)
+    whole = scoring.continuation_logprobs(model, tiny_tokenizer, pairs)
+    assert all(shape[1] > n_primer for shape in seen)
+    torch.testing.assert_close(cached, whole, atol=1e-4, rtol=1e-4)
+
+
+def test_wrapper_cache_misuse_fails_clearly(shared_pair, tiny_tokenizer):
+    ids = torch.tensor([tiny_tokenizer("Harry Potter studies magic")["input_ids"]])
+    caches = gd.GenericModel(shared_pair, ALPHA)(ids, use_cache=True)[gd._OUTPUT_CACHE]
+    with pytest.raises(ValueError, match="rows"):
+        gd.GenericModel(shared_pair, ALPHA)(ids.repeat(3, 1), cache=caches)
+    with pytest.raises(ValueError, match="another layout"):
+        gd.GenericModel(shared_pair, 0.0)(ids, past_key_values=caches)
+
+
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
 def test_left_padded_wrapper_with_position_ids(pair, tiny_tokenizer, kind):
     pair = pair if kind == "llama" else tiny_gpt2_pair(len(tiny_tokenizer))
