@@ -42,6 +42,10 @@ from .training import BlockDataset, TrainSettings, attach_lora, train
 # even the baseline (group A +27% in 25 steps), too weak to tell hiding from removing.
 RELEARN_SETTINGS = TrainSettings(method="full", learning_rate=3e-5, batch_size=4, save_steps=10**9, seed=0)
 
+# A model whose group B keeps at least this share (%) of the baseline's familiarity was
+# never suppressed there: relearning has nothing to bring back (``nothing_to_recover``).
+NOT_SUPPRESSED = 95.0
+
 
 # ----------------------------------------------------------------- probe groups
 def _number(probe_id: str) -> int:
@@ -106,7 +110,8 @@ def _copy_to_train(model_or_adapter_dir, tok, device):
 
 def relearn(model_or_adapter_dir, tok, text: str, steps: Sequence[int] = (0, 10, 25),
             groups: dict | Sequence[probe.TokenProbe] | None = None, settings: TrainSettings | None = None,
-            block_size: int = 128, device=None, batch_size: int = 16, progress: bool = False) -> pd.DataFrame:
+            block_size: int = 128, device=None, batch_size: int = 16, progress: bool = False,
+            start: dict | None = None) -> pd.DataFrame:
     """Finetune a COPY of a model on ``text`` and measure familiarity at ``steps``.
 
     ``model_or_adapter_dir``: a model (copied, which costs one more model's memory;
@@ -120,6 +125,10 @@ def relearn(model_or_adapter_dir, tok, text: str, steps: Sequence[int] = (0, 10,
     (``probe_groups``; a plain list is one group "all"); only they are measured,
     at each step in ``steps`` (0 = before any training). Returns a DataFrame
     indexed by step, one familiarity column per group.
+
+    ``start`` ({group: familiarity}): step 0 when it was already measured on this
+    model with the same probes (e.g. with ``familiarity_of`` on ``evaluate.measure``'s
+    token table); that measure is then not repeated.
     """
     if not steps or min(steps) < 0:
         raise ValueError("steps must be a non-empty list of step numbers >= 0")
@@ -129,6 +138,11 @@ def relearn(model_or_adapter_dir, tok, text: str, steps: Sequence[int] = (0, 10,
     settings = replace(settings or RELEARN_SETTINGS, max_steps=max(steps))
     model, tok = _copy_to_train(model_or_adapter_dir, tok, device)
     measure = _Measure(tok, groups, set(steps), batch_size)
+    if start is not None and 0 in steps:
+        if set(start) != set(groups):
+            raise ValueError(f"start has the groups {sorted(start)}, the probes {sorted(groups)}: give one "
+                             "familiarity per group")
+        measure.rows.append({"step": 0, **{name: float(start[name]) for name in groups}})
     if max(steps) == 0:
         measure.measure(model, 0)
     else:
@@ -142,6 +156,38 @@ def relearn(model_or_adapter_dir, tok, text: str, steps: Sequence[int] = (0, 10,
             train(model, dataset, scratch, settings, resume=False, callbacks=[measure], progress=progress)
     del model
     return pd.DataFrame(measure.rows).set_index("step").sort_index()
+
+
+def familiarity_of(table: pd.DataFrame, probes: Sequence[probe.TokenProbe]) -> float:
+    """The familiarity of ``probes`` read from a ``probe.token_familiarity`` table that
+    holds them (e.g. ``evaluate.measure``'s ``tables["token"]`` over a larger set):
+    the mean target mass of those rows, as measuring them alone would give."""
+    ids = [p.id for p in probes]
+    if not ids:
+        raise ValueError("no probes given")
+    missing = sorted(set(ids) - set(table["id"]))
+    if missing:
+        raise ValueError(f"the table does not hold the probes {missing[:5]}: measure them, or read them "
+                         "from a table of a set that includes them")
+    return float(table.drop_duplicates("id").set_index("id").loc[ids, "p_target"].mean())
+
+
+def nothing_to_recover(start: dict, baseline_start: dict, threshold: float = NOT_SUPPRESSED) -> str | None:
+    """Why relearning would tell nothing about a model, or None when it would.
+
+    ``start`` and ``baseline_start`` are the model's and the baseline's group
+    familiarities before relearning ({"A": .., "B": ..}). Relearning asks whether
+    group B, suppressed by unlearning, comes back; a model whose group B still has at
+    least ``threshold`` % of the baseline's familiarity was never suppressed there, and
+    the attack would only retrace the baseline's own curve.
+    """
+    if "B" not in start or "B" not in baseline_start:
+        raise ValueError("give the familiarity of probe group B, before relearning, for the model and the baseline")
+    share = recovery_share(start["B"], baseline_start["B"])
+    if share < threshold:
+        return None
+    return (f"group B was never suppressed ({share:.0f}% of the baseline's familiarity before relearning, "
+            f"at least {threshold:g}%): the attack would only retrace the baseline's curve")
 
 
 def recovery_share(familiarity_after, baseline_familiarity, unlearned_familiarity=0.0):
@@ -298,11 +344,12 @@ def narrate(summary: pd.DataFrame, last_step: int) -> list[str]:
         if pd.notna(row.get("perplexity_rise")):
             parts.append(f"perplexity {row['perplexity_rise']:+.1f}%")
         before, after = row.get(before_b), row.get(after_b)
-        if pd.notna(before) and pd.notna(after):
-            if before >= 95:
+        if pd.notna(before):
+            if before >= NOT_SUPPRESSED:
                 parts.append(f"group B was never suppressed ({before:.0f}% of the baseline's familiarity before "
-                             "relearning), so relearning has nothing to bring back")
-            else:
+                             "relearning), so relearning has nothing to bring back"
+                             + ("" if pd.notna(after) else " (it was not relearned)"))
+            elif pd.notna(after):
                 rise = after - before
                 beyond = rise - (base_rise or 0.0)
                 back = beyond / (100 - before) * 100

@@ -81,6 +81,7 @@ _CPU: dict[str, Any] = {
     "method_probe_every": 4,
     "relearn_steps": [0, 10, 25],  # relearning attack: familiarity measured after these steps
     "attack_probes": 30,        # token probes per group (A, B) measured inside the attack loops
+    "relearn_all": False,       # False: a model whose group B is not suppressed (>= 95% of the baseline's) is not relearned
     # --- scale (GPU profiles; see the README's "Paper scale" and nbsupport/memory.py)
     "gradient_checkpointing": False,  # recompute activations in the backward pass: far less memory, ~30% slower
     "memory_check": False,      # plan GPU memory before training: smaller batch per GPU (same global batch) or a clear error
@@ -105,7 +106,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             "n_completion_prompts": None, "completion_tokens": 64, "corpus_tokens": None,
             "block_size": 512, "reinforce_epochs": 3.0, "reinforce_lr": 2e-4,
             "reinforce_batch_size": 8, "finetune_lr": 2e-4, "finetune_batch_size": 8,
-            "eval_completions": 137, "step_probes": 112, "relearn_steps": [0, 10, 25, 100], "method_steps": 60,
+            "eval_completions": 137, "step_probes": 112, "relearn_steps": [0, 10, 25, 100], "method_steps": 60, "relearn_all": True,
             "gradient_checkpointing": True, "memory_check": True, "lm_eval_benchmarks": True},
     # The paper's setting: Llama-2-7b-chat, your own text (set TARGET_TEXT), and the
     # paper's hyperparameters: 3 epochs, context 512, lr 3e-6, batch 8 x accumulation 16.
@@ -116,7 +117,7 @@ PROFILES: dict[str, dict[str, Any]] = {
               # finetuning: 2 epochs, lr 1e-6, batch 8 x 16, full finetune, hard labels
               "finetune_recipes": ["paper"], "finetune_method": "full", "finetune_epochs": 2.0,
               "finetune_lr": 1e-6, "finetune_batch_size": 8, "finetune_grad_accum": 16,
-              "eval_completions": 137, "step_probes": 112, "sweep_alphas": [], "sweep_lrs": [],
+              "eval_completions": 137, "step_probes": 112, "sweep_alphas": [], "sweep_lrs": [], "relearn_all": True,
               "gradient_checkpointing": True, "memory_check": True, "lm_eval_benchmarks": True},
 }
 

@@ -146,12 +146,19 @@ class StepProbe(TrainerCallback):
     step after a resume. With ``path`` the history is saved after every record and
     read back on a resume, so an interrupted curve continues with the right step
     numbers. ``on_record(history)`` is called after each measurement (a live plot).
+    ``start`` (a record with ``familiarity`` and ``perplexity``) is the step-0 record
+    when it was already measured on the same starting model with the same probes and
+    texts (several trainings from B: one step-0 measure serves them all); it is then
+    not measured again.
     """
 
     def __init__(self, tok, probes, texts, every: int = 10, batch_size: int = 16, on_record=None,
-                 path: str | Path | None = None):
+                 path: str | Path | None = None, start: dict | None = None):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
+        if start is not None and not (isinstance(start, dict) and {"familiarity", "perplexity"} <= set(start)):
+            raise ValueError("start must be a record with 'familiarity' and 'perplexity' (a history's first entry)")
+        self.start = None if start is None else {**start, "step": 0}
         self.tok, self.probes, self.texts, self.every = tok, probes, texts, every
         self.batch_size, self.on_record, self.path = batch_size, on_record, path
         self.history: list[dict] = []
@@ -160,6 +167,9 @@ class StepProbe(TrainerCallback):
         if self.path is not None and Path(self.path).is_file():
             earlier = json.loads(Path(self.path).read_text())
             self.history = [h for h in earlier if h["step"] < state.global_step]
+        if self.start is not None and state.global_step == 0:
+            self.history = []
+            self._append(dict(self.start))
         self.record(model, state.global_step)
 
     def on_step_end(self, args, state, control, model=None, **kw):
@@ -171,7 +181,10 @@ class StepProbe(TrainerCallback):
             return
         table = probe.token_familiarity(model, self.tok, self.probes, self.batch_size, progress=False)
         ppl = scoring.perplexity(model, self.tok, self.texts) if self.texts else float("nan")
-        self.history.append({"step": step, "familiarity": probe.familiarity_score(table), "perplexity": ppl})
+        self._append({"step": step, "familiarity": probe.familiarity_score(table), "perplexity": ppl})
+
+    def _append(self, record: dict) -> None:
+        self.history.append(record)
         if self.path is not None:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             Path(self.path).write_text(json.dumps(self.history))

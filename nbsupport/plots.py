@@ -143,10 +143,12 @@ def recovery_curves(table: pd.DataFrame, title: str = "Relearning: how much come
     """Familiarity of probe groups A (the relearning text states them) and B (it
     does not) along relearning steps, as a percentage of the baseline's before any
     relearning; one line per model. ``table`` has columns ``model``, ``step``,
-    ``group A % of baseline`` and ``group B % of baseline``."""
+    ``group A % of baseline`` and ``group B % of baseline``. A model with only its
+    step-0 row (not relearned) has no curve and is left out."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+    curves = [(name, rows) for name, rows in table.groupby("model", sort=False) if len(rows) > 1]
     for ax, group, what in zip(axes, ("A", "B"), ("relearned (stated in the text)", "recovered (never shown)")):
-        for name, rows in table.groupby("model", sort=False):
+        for name, rows in curves:
             ax.plot(rows["step"], rows[f"group {group} % of baseline"], marker="o", label=name)
         ax.axhline(100, color=NEUTRAL_COLOR, linestyle="--", linewidth=1)
         ax.set(xlabel="relearning step", title=f"group {group}: {what}")

@@ -10,7 +10,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from conftest import make_tiny_model
-from nbsupport import attacks, models, probe, scoring, training
+from nbsupport import attacks, models, plots, probe, scoring, training
 
 OWL = probe.TokenProbe("owl-001", "The owl flew over the", (" castle",), (" mat",))
 CAT = probe.TokenProbe("cat-002", "A cat sat on the", (" mat",), (" fire",))
@@ -43,6 +43,29 @@ def test_relearning_a_repeated_sentence_raises_its_probability_on_a_copy(tiny_to
     assert table.loc[0, "A"] == pytest.approx(_familiarity(model, tok, [OWL]), rel=1e-5)
     # the model given was copied, never trained
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_known_start_is_not_measured_again_and_changes_nothing_else(tiny_tokenizer, monkeypatch):
+    tok = tiny_tokenizer
+    model = make_tiny_model(len(tok), seed=3)
+    settings = training.TrainSettings(learning_rate=2e-2, batch_size=2, lora_r=4, save_steps=10**9, seed=0)
+    text, groups = "The owl flew over the castle at night. " * 30, {"A": [OWL], "B": [CAT]}
+    full = attacks.relearn(model, tok, text, steps=(0, 3), groups=groups, settings=settings, block_size=16)
+    table = probe.token_familiarity(model, tok, [CAT, OWL], progress=False)      # a larger set, another order
+    start = {g: attacks.familiarity_of(table, ps) for g, ps in groups.items()}
+    assert start == pytest.approx(full.loc[0].to_dict(), rel=1e-5)
+    calls = []
+    real = probe.token_familiarity
+    monkeypatch.setattr(probe, "token_familiarity", lambda *a, **k: calls.append(1) or real(*a, **k))
+    reused = attacks.relearn(model, tok, text, steps=(0, 3), groups=groups, settings=settings, block_size=16,
+                             start=start)
+    assert len(calls) == 1                                  # step 3 only
+    assert reused.loc[0].to_dict() == start
+    assert reused.loc[3].to_dict() == pytest.approx(full.loc[3].to_dict(), rel=1e-5)
+    with pytest.raises(ValueError, match="one familiarity per group"):
+        attacks.relearn(model, tok, text, steps=(0,), groups=groups, start={"A": 0.1})
+    with pytest.raises(ValueError, match="does not hold"):
+        attacks.familiarity_of(table[table["id"] == OWL.id], [OWL, CAT])
 
 
 def test_the_default_attacker_finetunes_every_weight_and_keeps_no_checkpoint(tiny_tokenizer, monkeypatch):
@@ -170,6 +193,34 @@ def test_narration_is_printed_from_the_numbers():
     line = attacks.narrate(worse, 25)[0]
     assert line.startswith("npo: the target probability rose 11% on the report probes")
     assert "none of what was removed came back" in line and "-1 points" in line and "-1%" not in line
+
+
+def test_nothing_to_recover_where_group_b_was_never_suppressed():
+    base = {"A": 0.2, "B": 0.10}
+    assert attacks.nothing_to_recover({"A": 0.02, "B": 0.02}, base) is None          # 20%: suppressed
+    assert attacks.nothing_to_recover({"A": 0.19, "B": 0.0949}, base) is None        # 94.9%: just below 95
+    why = attacks.nothing_to_recover({"A": 0.19, "B": 0.103}, base)
+    assert why.startswith("group B was never suppressed (103% of the baseline's")
+    assert attacks.nothing_to_recover({"A": 0.19, "B": 0.09}, base, threshold=90.0) is not None
+    with pytest.raises(ValueError, match="group B"):
+        attacks.nothing_to_recover({"A": 0.1}, base)
+
+
+def test_a_model_that_was_not_relearned_keeps_its_start_and_no_curve():
+    curves = {"baseline": pd.DataFrame({"A": [0.2, 0.4], "B": [0.1, 0.12]}, index=[0, 25]),
+              "ga": pd.DataFrame({"A": [0.19], "B": [0.103]}, index=pd.Index([0], name="step")),
+              "npo": pd.DataFrame({"A": [0.02, 0.1], "B": [0.01, 0.05]}, index=[0, 25])}
+    recovery = attacks.recovery_table(curves)
+    measured = {m: {"token_familiarity": 0.2, "perplexity": 20.0} for m in curves}
+    reminder = pd.DataFrame({"without primer": [0.2] * 3, "with primer": [0.4] * 3}, index=list(curves))
+    table = attacks.summary_table(measured, reminder, recovery)
+    before, after = "group B before relearning (% of baseline)", "group B after 25 relearning steps (% of baseline)"
+    assert table.loc["ga", before] == pytest.approx(103) and pd.isna(table.loc["ga", after])
+    assert table.loc["npo", after] == pytest.approx(50)
+    line = next(x for x in attacks.narrate(table, 25) if x.startswith("ga:"))
+    assert "never suppressed (103%" in line and "(it was not relearned)" in line
+    fig, axes = plots.recovery_curves(recovery)
+    assert [line.get_label() for line in axes[1].get_lines() if not line.get_label().startswith("_")] == ["baseline", "npo"]
 
 
 def test_summary_table_reads_every_measure_against_the_baseline():

@@ -8,7 +8,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from conftest import make_tiny_model
-from nbsupport import corpus, methods, models, probe, runs, training
+from nbsupport import config, corpus, methods, models, probe, runs, training
 
 FORGET = "Harry Potter studies magic at a school in the mountains. Ron and Hermione are friends. " * 8
 RETAIN = "A cat sat on the mat and the dog slept by the fire. The capital of France is Paris. " * 8
@@ -171,6 +171,33 @@ def test_best_adapter_keeps_the_early_stopped_model(tmp_path, tiny_tokenizer, ti
     final = probe.familiarity_score(probe.token_familiarity(model, tok, probes, progress=False))
     assert final == pytest.approx(keep.history[-1]["familiarity"], rel=1e-4)
     assert again != pytest.approx(final, rel=1e-3)
+
+
+def test_a_shared_start_record_is_not_measured_again(tmp_path, tiny_tokenizer, tiny_model_dir, monkeypatch):
+    """Every method starts from B: the first run's step-0 record serves the next, which
+    then measures only its later steps and ends where it would have ended anyway."""
+    tok = tiny_tokenizer
+    forget = _blocks(tok, FORGET)
+    probes = [probe.TokenProbe("a", "Harry Potter studies", (" magic",), (" the",))]
+    texts = ["The cat sat on the mat."]
+    first = methods.BestAdapter(tok, probes, texts, tmp_path / "a/best", every=2)
+    config.set_seed(0)
+    methods.train_method(models.load_model(tiny_model_dir, device="cpu")[0], "ga", forget, None, runs.Run(tmp_path),
+                         "a", _settings(4, 0.1), callbacks=[first], resume=False)
+    calls = []
+    real = probe.token_familiarity
+    monkeypatch.setattr(probe, "token_familiarity", lambda *a, **k: calls.append(1) or real(*a, **k))
+    second = methods.BestAdapter(tok, probes, texts, tmp_path / "b/best", every=2, start=first.history[0],
+                                 path=tmp_path / "b/steps.json")
+    config.set_seed(0)
+    methods.train_method(models.load_model(tiny_model_dir, device="cpu")[0], "ga", forget, None, runs.Run(tmp_path),
+                         "b", _settings(4, 0.1), callbacks=[second], resume=False)
+    assert len(calls) == 2 and [h["step"] for h in second.history] == [0, 2, 4]
+    assert second.history[0] == first.history[0]
+    assert second.history[-1]["familiarity"] == pytest.approx(first.history[-1]["familiarity"], rel=1e-5)
+    assert json.loads((tmp_path / "b/steps.json").read_text())[0] == first.history[0]
+    with pytest.raises(ValueError, match="familiarity"):
+        methods.BestAdapter(tok, probes, texts, tmp_path / "c", start={"step": 0})
 
 
 def test_pair_with_base_for_every_kind_of_model(tiny_tokenizer):
