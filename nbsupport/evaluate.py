@@ -144,7 +144,8 @@ def judge_table(prompts: Sequence[str], completions: Sequence[str], unique_terms
 def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=(), unique_terms=(),
             eval_texts=(), nearby_texts=(), kl_pair: ModelPair | None = None, kl_texts=(),
             batch_size: int = 16, completion_tokens: int = 40,
-            extra_token_probes: dict | None = None) -> tuple[dict, dict]:
+            extra_token_probes: dict | None = None,
+            kl_reference: scoring.BaseReference | None = None) -> tuple[dict, dict]:
     """Every metric of the course for one model: ``(numbers, tables)``.
 
     Forgetting: ``token_familiarity`` (mean target mass), ``generic_mass``,
@@ -152,7 +153,9 @@ def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=()
     against its own target terms plus ``unique_terms``). Keeping:
     ``knowledge_accuracy``, ``perplexity`` (generic eval text), ``perplexity_nearby``
     (other fantasy), and with ``kl_pair`` (B and this model) ``kl_to_baseline`` on
-    ``kl_texts`` (default: the generic eval text; a subset is cheaper: KL needs two passes). ``extra_token_probes`` ({name: probes}) adds
+    ``kl_texts`` (default: the generic eval text; a subset is cheaper: KL needs two passes);
+    or with ``kl_reference`` (B's distributions computed once, ``scoring.BaseReference``,
+    for many models) ``kl_to_baseline`` on its texts. ``extra_token_probes`` ({name: probes}) adds
     ``<name>_familiarity`` (e.g. the indirect probes). Empty inputs skip their measure.
     """
     numbers, tables = {}, {}
@@ -180,7 +183,11 @@ def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=()
         numbers["perplexity"] = scoring.perplexity(model, tok, eval_texts)
     if nearby_texts:
         numbers["perplexity_nearby"] = scoring.perplexity(model, tok, nearby_texts)
-    if kl_pair is not None and (kl_texts or eval_texts):
+    if kl_reference is not None:
+        if kl_pair is not None:
+            raise ValueError("give kl_pair or kl_reference, not both")
+        numbers["kl_to_baseline"] = kl_reference.kl(model)
+    elif kl_pair is not None and (kl_texts or eval_texts):
         numbers["kl_to_baseline"] = scoring.kl_divergence(kl_pair, tok, kl_texts or eval_texts)
     return numbers, tables
 

@@ -199,15 +199,6 @@ class BestAdapter(StepProbe):
             self.saved_step = step
 
 
-def pair_with_base(model) -> ModelPair | None:
-    """B and ``model`` as a pair for ``evaluate.measure(kl_pair=...)``: the adapter
-    switched off for a PEFT model, B's view for inference-time WHP, None for a model
-    without an adapter (the baseline itself: its KL to B is 0)."""
-    if isinstance(model, GenericModel):
-        return model.against_base()
-    return ModelPair(model) if hasattr(model, "disable_adapter") else None
-
-
 def inference_time_whp(run, cfg, device=None):
     """``(GenericModel, tok)``: R from notebook 02 with the generic formula applied at
     every step at the run's alpha (MUSE's inference-time WHP), as a model to measure."""

@@ -223,13 +223,18 @@ def resolve_spec(spec: str | os.PathLike) -> ResolvedSpec:
 
 def load_model(spec: str | os.PathLike = EMBEDDED, adapter: str | os.PathLike | None = None, *,
                device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-               trust_remote_code: bool = False, trainable: bool = False):
+               trust_remote_code: bool = False, trainable: bool = False, merge: bool = False):
     """Load ``(model, tokenizer)`` in eval mode on the chosen device.
 
     ``adapter`` (a PEFT adapter directory) is applied on top of the base; the
     result is a ``PeftModel`` whose adapter can be switched off with
-    ``model.disable_adapter()`` to get the base back.
+    ``model.disable_adapter()`` to get the base back. With ``merge`` the adapter
+    is merged into the weights instead: a plain model that runs as fast as the base
+    (a LoRA adapter left apart costs ~15% more per forward pass on a CPU), with no
+    way back to the base.
     """
+    if merge and trainable:
+        raise ValueError("merge=True gives a model without its adapter: it cannot train the adapter (trainable=True)")
     quiet_library_warnings()
     resolved = resolve_spec(spec)
     device = pick_device() if device is None else torch.device(device)
@@ -270,6 +275,8 @@ def load_model(spec: str | os.PathLike = EMBEDDED, adapter: str | os.PathLike | 
             raise ModelSpecError(f"adapter {adapter_dir} has no adapter_config.json; "
                                  "save one with model.save_pretrained(dir)")
         model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=trainable)
+        if merge:
+            model = model.merge_and_unload()
     model.to(device)
     model.train(trainable)
     return model, tok

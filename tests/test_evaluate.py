@@ -107,6 +107,21 @@ def test_kl_is_zero_against_itself_and_matches_brute_force(tiny_model, tiny_toke
     assert got != pytest.approx(reverse, rel=1e-3)
 
 
+def test_a_base_reference_gives_the_pair_kl_for_every_model(tiny_model, tiny_tokenizer):
+    reference = scoring.BaseReference(tiny_model, tiny_tokenizer, TEXTS, block_size=16, batch_size=3)
+    assert abs(reference.kl(tiny_model)) < 1e-6
+    for seed in (1, 2):
+        other = make_tiny_model(len(tiny_tokenizer), seed=seed)
+        expected = brute_kl(other, tiny_model, tiny_tokenizer, TEXTS, 16)
+        assert expected > 1e-4 and reference.kl(other) == pytest.approx(expected, rel=1e-4)
+    numbers, _ = evaluate.measure(other, tiny_tokenizer, [], kl_reference=reference)
+    assert numbers["kl_to_baseline"] == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(ValueError, match="not both"):
+        evaluate.measure(other, tiny_tokenizer, [], kl_reference=reference, kl_pair=ModelPair(other, base=tiny_model))
+    with pytest.raises(ValueError, match="at least one text"):
+        scoring.BaseReference(tiny_model, tiny_tokenizer, [])
+
+
 def test_kl_with_a_lora_adapter_uses_the_adapter_off_as_baseline(tiny_tokenizer):
     from peft import LoraConfig, get_peft_model
 

@@ -436,6 +436,9 @@ def test_kl_of_a_generic_model_to_b(pair, tiny_tokenizer):
     assert scoring.kl_divergence(gd.GenericModel(pair, 0.0).against_base(), tiny_tokenizer, texts) == pytest.approx(0, abs=1e-6)
     kl = scoring.kl_divergence(gd.GenericModel(pair, ALPHA).against_base(), tiny_tokenizer, texts)
     assert kl > 1e-4
+    with pair.base() as B:                     # B's side computed once, then the wrapper alone
+        reference = scoring.BaseReference(B, tiny_tokenizer, texts)
+    assert reference.kl(gd.GenericModel(pair, ALPHA)) == pytest.approx(kl, rel=1e-4)
     with pair.base() as B:                     # the base view is B exactly
         ids = tiny_tokenizer(texts[0], return_tensors="pt")["input_ids"]
         expected = B(input_ids=ids).logits

@@ -199,12 +199,3 @@ def test_a_shared_start_record_is_not_measured_again(tmp_path, tiny_tokenizer, t
     with pytest.raises(ValueError, match="familiarity"):
         methods.BestAdapter(tok, probes, texts, tmp_path / "c", start={"step": 0})
 
-
-def test_pair_with_base_for_every_kind_of_model(tiny_tokenizer):
-    from conftest import make_tiny_pair
-    from nbsupport.generic_decoding import GenericModel
-    pair = make_tiny_pair(len(tiny_tokenizer), seed=0, shared=True)
-    assert methods.pair_with_base(pair.model).model is pair.model
-    assert methods.pair_with_base(pair.model.get_base_model()) is None
-    whp = GenericModel(pair, 5.0)
-    assert methods.pair_with_base(whp).model is whp

@@ -34,6 +34,12 @@ def test_adapter_on_top_and_adapter_dir_as_spec(tmp_path, tiny_model_dir):
             with loaded.disable_adapter():  # the adapter off gives the base back exactly
                 assert torch.equal(loaded(ids).logits, base_logits)
     assert not torch.allclose(expected, base_logits)
+    merged, _ = models.load_model(tiny_model_dir, adapter=tmp_path / "adapter", device="cpu", merge=True)
+    assert not hasattr(merged, "disable_adapter") and not merged.training
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="trainable"):
+        models.load_model(tiny_model_dir, adapter=tmp_path / "adapter", device="cpu", merge=True, trainable=True)
 
 
 @pytest.mark.parametrize("spec, message", [
