@@ -369,7 +369,7 @@ _OUTPUT_CACHE = "cache" if "cache" in {f.name for f in fields(CausalLMOutputWith
 # ----------------------------------------------------------------- a pair as one model
 @dataclass
 class PairCache:
-    """The KV caches of a ``GenericModel`` call, to pass back as ``past_key_values``:
+    """The KV caches of a ``GenericModel`` call, to pass back as ``cache``:
     B's and R's, or one cache of 2b rows (B's rows, then R's) when the two ran stacked.
     ``copy.deepcopy`` and ``batch_repeat_interleave`` work as on a ``DynamicCache``,
     which is all the scorers' shared-prefix path needs (``scoring.continuation_logprobs``:
