@@ -441,8 +441,11 @@ class GenericModel(nn.Module):
         everything so far ([b, past + L]) and positions that continue from the cache's
         length (right padding: the default).
         """
-        cache = kwargs.pop("past_key_values", None) if cache is None else cache
-        unsupported = set(kwargs) - {"return_dict", "past_key_values"}
+        legacy = kwargs.pop("past_key_values", None)          # the name before transformers 5
+        if legacy is not None and cache is not None:
+            raise TypeError("give the caches once: as cache or as past_key_values")
+        cache = legacy if cache is None else cache
+        unsupported = set(kwargs) - {"return_dict"}
         if unsupported:
             raise TypeError(f"GenericModel.forward does not support {sorted(unsupported)}")
         past = 0 if cache is None else cache.get_seq_length()
