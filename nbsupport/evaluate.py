@@ -15,6 +15,7 @@ Two questions, two kinds of measure:
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Iterable, Sequence
 
 import pandas as pd
@@ -179,17 +180,40 @@ def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=()
         judged = judge_table(texts, outs, [(*p.target_terms, *shared) for p in completion_prompts])
         numbers["completion_familiarity"] = completion_familiarity(judged.score.tolist())
         tables["completions"] = judged
-    if eval_texts:
-        numbers["perplexity"] = scoring.perplexity(model, tok, eval_texts)
-    if nearby_texts:
-        numbers["perplexity_nearby"] = scoring.perplexity(model, tok, nearby_texts)
+    known, kl = None, None   # known: (texts, summed NLL, tokens) already scored on this model
     if kl_reference is not None:
         if kl_pair is not None:
             raise ValueError("give kl_pair or kl_reference, not both")
-        numbers["kl_to_baseline"] = kl_reference.kl(model)
+        kl, nll, n = kl_reference.kl_and_nll(model)   # its passes also score its texts for the perplexity
+        known = (kl_reference.texts, nll, n) if kl_reference.block_size == _PPL_BLOCK else None
+    if eval_texts:
+        numbers["perplexity"] = _perplexity(model, tok, eval_texts, known)
+    if nearby_texts:
+        numbers["perplexity_nearby"] = scoring.perplexity(model, tok, nearby_texts)
+    if kl is not None:
+        numbers["kl_to_baseline"] = kl
     elif kl_pair is not None and (kl_texts or eval_texts):
         numbers["kl_to_baseline"] = scoring.kl_divergence(kl_pair, tok, kl_texts or eval_texts)
     return numbers, tables
+
+
+_PPL_BLOCK = 256   # scoring.perplexity's default chunking, which measure uses
+
+
+def _perplexity(model, tok, texts: Sequence[str], known: tuple | None) -> float:
+    """``scoring.perplexity`` of ``texts``; ``known`` texts (with their summed NLL and
+    tokens on this model, e.g. from the KL reference's passes) are not scored again when
+    all of them are among ``texts``."""
+    rest, nll, n = list(texts), 0.0, 0
+    have = Counter(texts)
+    if known is not None and all(have[t] >= c for t, c in Counter(known[0]).items()):
+        for text in known[0]:   # a text given twice counts twice, as in scoring.perplexity
+            rest.remove(text)
+        nll, n = known[1], known[2]
+    if rest:
+        part, count = scoring.nll_sum(model, tok, rest)
+        nll, n = nll + part, n + count
+    return math.exp(nll / n)
 
 
 def _halves(name: str, table: pd.DataFrame, probes) -> dict:

@@ -251,17 +251,29 @@ def perplexity(model, tok, texts: Sequence[str], block_size: int = 256, batch_si
     tokens added); every token after a chunk's first is predicted once, and the
     mean weights all those tokens equally, whatever chunk or text they are in.
     """
-    chunks = chunk_texts(tok, texts, block_size)
+    nll, n = nll_sum(model, tok, texts, block_size, batch_size, progress)
+    return math.exp(nll / n)
+
+
+@torch.no_grad()
+def nll_sum(model, tok, texts: Sequence[str], block_size: int = 256, batch_size: int = 4,
+            progress: bool = False) -> tuple[float, int]:
+    """The summed negative log-likelihood of the tokens ``perplexity`` predicts in ``texts``,
+    and their count: sums over disjoint sets of texts add up to the sum over all of them
+    (each text is chunked on its own)."""
     nll, n = 0.0, 0
     with eval_mode(model):
-        for _, batch in _batches(chunks, batch_size, progress, "perplexity"):
+        for _, batch in _batches(chunk_texts(tok, texts, block_size), batch_size, progress, "perplexity"):
             input_ids, mask = pad_right(batch, pad_id(tok))
-            logp = _next_logprobs(model, input_ids, mask)
-            predicted = mask[:, 1:].bool()                                   # [b, width - 1]
-            token_logp = logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-            nll -= token_logp[predicted].double().sum().item()
-            n += int(predicted.sum())
-    return math.exp(nll / n)
+            part, count = _nll_part(_next_logprobs(model, input_ids, mask), input_ids, mask)
+            nll, n = nll + part, n + count
+    return nll, n
+
+
+def _nll_part(logp: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
+    predicted = mask[:, 1:].bool()                                   # [b, width - 1]
+    token_logp = logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    return -token_logp[predicted].double().sum().item(), int(predicted.sum())
 
 
 class BaseReference:
@@ -277,22 +289,29 @@ class BaseReference:
     def __init__(self, base, tok, texts: Sequence[str], block_size: int = 256, batch_size: int = 4):
         if not texts:
             raise ValueError("give at least one text to compare the models on")
-        self.tok, self.batch_size = tok, batch_size
+        self.tok, self.batch_size, self.block_size, self.texts = tok, batch_size, block_size, list(texts)
         self.chunks = chunk_texts(tok, texts, block_size)
         with eval_mode(base):
             self.logp_b = [_next_logprobs(base, *pad_right(batch, pad_id(tok)))
                            for _, batch in _batches(self.chunks, batch_size, False, "baseline")]
 
-    @torch.no_grad()
     def kl(self, model) -> float:
         """Mean KL(P_B || P_model) in nats over every predicted position."""
-        total, n = 0.0, 0
+        return self.kl_and_nll(model)[0]
+
+    @torch.no_grad()
+    def kl_and_nll(self, model) -> tuple[float, float, int]:
+        """``(mean KL, summed NLL, tokens)``: the KL and, from the same forward passes, the
+        model's ``nll_sum`` on the reference texts (a perplexity on them costs nothing more)."""
+        total, nll, n = 0.0, 0.0, 0
         with eval_mode(model):
             for (_, batch), logp_b in zip(_batches(self.chunks, self.batch_size, False, "KL to baseline"), self.logp_b):
                 input_ids, mask = pad_right(batch, pad_id(self.tok))
-                part, count = _kl_sum(_next_logprobs(model, input_ids, mask), logp_b, mask)
+                logp_m = _next_logprobs(model, input_ids, mask)
+                part, count = _kl_sum(logp_m, logp_b, mask)
                 total, n = total + part, n + count
-        return total / n
+                nll += _nll_part(logp_m, input_ids, mask)[0]
+        return total / n, nll, n
 
 
 def _kl_sum(logp_m: torch.Tensor, logp_b: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:

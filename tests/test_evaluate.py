@@ -122,6 +122,36 @@ def test_a_base_reference_gives_the_pair_kl_for_every_model(tiny_model, tiny_tok
         scoring.BaseReference(tiny_model, tiny_tokenizer, [])
 
 
+def test_the_kl_passes_also_give_the_perplexity_of_the_reference_texts(tiny_model, tiny_tokenizer):
+    other = make_tiny_model(len(tiny_tokenizer), seed=1)
+    rows = []
+    hook = other.register_forward_hook(lambda module, args, kwargs, out: rows.append(len(kwargs["input_ids"])),
+                                       with_kwargs=True)
+    try:
+        reference = scoring.BaseReference(tiny_model, tiny_tokenizer, TEXTS[:2])   # measure's chunking (256)
+        kl, nll, n = reference.kl_and_nll(other)
+        assert (nll, n) == pytest.approx(scoring.nll_sum(other, tiny_tokenizer, TEXTS[:2]), rel=1e-6)
+        assert kl == pytest.approx(reference.kl(other), rel=1e-9)
+        parts = [scoring.nll_sum(other, tiny_tokenizer, [t]) for t in TEXTS[:2]]   # sums over texts add up
+        assert nll == pytest.approx(sum(p[0] for p in parts), rel=1e-6) and n == sum(p[1] for p in parts)
+        for texts, scored in ((TEXTS, 2), (TEXTS[1:], 3), (TEXTS + TEXTS[:1], 3), (TEXTS[:2], 0)):
+            expected = scoring.perplexity(other, tiny_tokenizer, texts)
+            rows.clear()
+            numbers, _ = evaluate.measure(other, tiny_tokenizer, [], eval_texts=texts, kl_reference=reference)
+            assert numbers["perplexity"] == pytest.approx(expected, rel=1e-6)
+            assert numbers["kl_to_baseline"] == pytest.approx(kl, rel=1e-9)
+            # one pass over the 2 reference texts, then only what they did not cover (every text is one chunk)
+            assert sum(rows) == 2 + scored, texts
+        coarse = scoring.BaseReference(tiny_model, tiny_tokenizer, TEXTS[:1], block_size=16)   # other chunks
+        expected = scoring.perplexity(other, tiny_tokenizer, TEXTS)
+        rows.clear()
+        numbers, _ = evaluate.measure(other, tiny_tokenizer, [], eval_texts=TEXTS, kl_reference=coarse)
+        assert numbers["perplexity"] == pytest.approx(expected, rel=1e-6)
+        assert sum(rows) == len(coarse.chunks) + len(TEXTS)
+    finally:
+        hook.remove()
+
+
 def test_kl_with_a_lora_adapter_uses_the_adapter_off_as_baseline(tiny_tokenizer):
     from peft import LoraConfig, get_peft_model
 

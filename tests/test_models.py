@@ -1,5 +1,6 @@
 import importlib.metadata
 import json
+import os
 
 import pytest
 import torch
@@ -90,11 +91,95 @@ def test_damaged_cache_is_refused_with_a_fix(tmp_path, tiny_model_dir):
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
+    later = weights.stat().st_mtime_ns + 10**9   # a rewrite seconds later (file clocks tick coarsely)
+    os.utime(weights, ns=(later, later))
     with pytest.raises(models.CorruptCacheError, match="prepare-model --rebuild"):
         models.check_cache(cache)
     (cache / "nbsupport-cache.json").write_text("{not json")
     with pytest.raises(models.CorruptCacheError, match="unreadable"):
         models.check_cache(cache)
+
+
+def test_cache_check_hashes_the_weights_once_until_they_change(tmp_path, tiny_model_dir, monkeypatch):
+    import shutil
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny_model_dir, cache)
+    models.write_cache_marker(cache, source=tmp_path / "x.gguf")
+    hashed = []
+    real = models._file_digest
+    monkeypatch.setattr(models, "_file_digest", lambda path: hashed.append(path) or real(path))
+    for _ in range(3):
+        models.check_cache(cache)
+    assert len(hashed) == 1   # loads after the first trust the unchanged file
+    weights = cache / "model.safetensors"
+    later = weights.stat().st_mtime_ns + 10**9
+    os.utime(weights, ns=(later, later))   # touched: same bytes, checked again and accepted
+    models.check_cache(cache)
+    assert len(hashed) == 2
+    data = bytearray(weights.read_bytes())
+    data[0] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(later + 10**9, later + 10**9))
+    for _ in range(2):   # a damaged file is refused every time, never remembered as good
+        with pytest.raises(models.CorruptCacheError, match="checksum"):
+            models.check_cache(cache)
+    assert len(hashed) == 4
+
+
+def test_adapter_dir_as_spec_can_be_merged(tmp_path, tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+
+    base, _ = models.load_model(tiny_model_dir, device="cpu")
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        expected = peft_model(ids).logits
+    merged, _ = models.load_model(tmp_path / "adapter", device="cpu", merge=True)
+    assert not hasattr(merged, "disable_adapter")   # a plain model: merge was not dropped on the way
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, expected, atol=1e-5)
+
+
+def test_shelf_loads_each_model_once_within_its_budget(tiny_model_dir):
+    shelf = models.ModelShelf({"a": lambda: models.load_model(tiny_model_dir, device="cpu"),
+                               "b": lambda: models.load_model(tiny_model_dir, device="cpu")},
+                              budget_bytes=10**9)
+    first = shelf.get("a")
+    assert shelf.get("a")[0] is first[0] and shelf.loads == {"a": 1, "b": 0}
+    size = models.model_bytes(first[0])
+    assert size == sum(p.numel() * 4 for p in first[0].parameters()) + sum(
+        b.numel() * b.element_size() for b in first[0].buffers())   # tied embeddings counted once
+    shelf.get("b")
+    assert shelf.kept() == ["a", "b"] and shelf.kept_bytes() == 2 * size
+    shelf.release("a")
+    assert shelf.get("a")[0] is not first[0] and shelf.loads["a"] == 2
+    shelf.release()
+    assert shelf.kept() == [] and shelf.kept_bytes() == 0
+
+
+def test_shelf_over_budget_loads_again_and_keeps_what_fits(tiny_model_dir):
+    load = lambda: models.load_model(tiny_model_dir, device="cpu")   # noqa: E731
+    size = models.model_bytes(load()[0])
+    shelf = models.ModelShelf({"a": load, "b": load}, budget_bytes=size + size // 2)   # room for one
+    shelf.get("a"), shelf.get("b"), shelf.get("b")
+    assert shelf.kept() == ["a"] and shelf.loads == {"a": 1, "b": 2}
+    nothing = models.ModelShelf({"a": load}, budget_bytes=0)
+    assert nothing.get("a")[0] is not nothing.get("a")[0] and nothing.loads == {"a": 2}
+    assert "a" in shelf and list(shelf) == ["a", "b"] and len(shelf) == 2
+
+
+def test_shelf_refuses_bad_inputs():
+    with pytest.raises(ValueError, match="at least one"):
+        models.ModelShelf({})
+    with pytest.raises(TypeError, match="not a function"):
+        models.ModelShelf({"a": "path/to/model"})
+    with pytest.raises(ValueError, match=">= 0"):
+        models.ModelShelf({"a": lambda: None}, budget_bytes=-1)
+    shelf = models.ModelShelf({"a": lambda: None}, budget_bytes=0)
+    with pytest.raises(KeyError, match="it has \\['a'\\]"):
+        shelf.get("b")
+    assert models.ModelShelf({"a": lambda: None}).budget_bytes > 0   # a quarter of the free memory
 
 
 def test_embedded_load_refuses_a_corrupt_cache(tmp_path, monkeypatch):
