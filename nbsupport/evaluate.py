@@ -228,6 +228,67 @@ def _halves(name: str, table: pd.DataFrame, probes) -> dict:
     return out
 
 
+def residual_table(before: pd.DataFrame, after: pd.DataFrame, text: str) -> pd.DataFrame:
+    """Where the target probability left after unlearning sits, probe by probe, and
+    whether the training text ever said it.
+
+    ``before`` and ``after``: ``probe.token_familiarity`` tables of the same probes (the
+    baseline's and an unlearned model's). ``text``: the text the labels were made from
+    (``corpus/target.txt``). Columns: ``p_before``, ``p_after``, ``kept`` (% of the
+    probe's own probability left), ``share_of_rest`` (% of everything left, summed over
+    the probes), ``answer_in_text`` (how often a target word occurs in ``text``, whole
+    words, any case) and ``phrase_in_text`` (how often it follows the prompt's last word
+    there, as in "scarlet and gold"). Sorted by what is left, most first. WHP lowers a
+    continuation where the text shows it and the generic prediction differs; an answer the
+    text never states, or a common phrase any English text completes the same way, keeps
+    its probability.
+    """
+    if list(before["id"]) != list(after["id"]):
+        raise ValueError("before and after must score the same probes in the same order "
+                         "(two probe.token_familiarity tables of one probe list)")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("give the training text (the run's corpus/target.txt) to look the answers up in")
+    answers = [[t for t in str(target).split("/") if t.strip()] for target in before["target"]]
+    last = [(prompt.split() or [""])[-1] for prompt in before["prompt"]]
+    table = pd.DataFrame({
+        "prompt": before["prompt"].values, "target": before["target"].values,
+        "p_before": before["p_target"].values, "p_after": after["p_target"].values})
+    table["kept"] = 100 * table.p_after / table.p_before.where(table.p_before > 0)
+    total = table.p_after.sum()
+    table["share_of_rest"] = 100 * table.p_after / total if total > 0 else 0.0
+    table["answer_in_text"] = [sum(terms.count(a, text, ignore_case=True) for a in ans) for ans in answers]
+    table["phrase_in_text"] = [sum(terms.count(f"{w} {a}", text, ignore_case=True) for a in ans) if w else 0
+                               for w, ans in zip(last, answers)]
+    return table.sort_values("p_after", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def residual_summary(table: pd.DataFrame) -> list[str]:
+    """Sentences that read ``residual_table`` aloud: how much the probes whose answer the
+    text states lost, against those whose answer it never states, and how much of what is
+    left the few biggest probes hold."""
+    if table.empty:
+        return ["no probes to read"]
+    lines = []
+    for label, part in (("whose answer the training text states", table[table.answer_in_text > 0]),
+                        ("whose answer it never states", table[table.answer_in_text == 0])):
+        if len(part) and part.p_before.sum() > 0:
+            drop = 100 * (1 - part.p_after.sum() / part.p_before.sum())
+            lines.append(f"The {len(part)} probes {label} lost {drop:.0f}% of their target probability.")
+    top = table.head(4)
+    lines.append(f"The {len(top)} probes with the most left hold {top.share_of_rest.sum():.0f}% of all that is left: "
+                 + ", ".join(f"\"{_tail(p)}\" -> {t} ({a:.2f})"
+                             for p, t, a in zip(top.prompt, top.target, top.p_after)) + ".")
+    return lines
+
+
+def _tail(prompt: str, width: int = 40) -> str:
+    """The end of a prompt in at most ``width`` characters, cut between words."""
+    prompt = prompt.strip()
+    if len(prompt) <= width:
+        return prompt
+    return "..." + prompt[-width:].split(" ", 1)[-1]
+
+
 def knowledge_flips(before: pd.DataFrame, after: pd.DataFrame) -> dict:
     """A paired before/after reading of two ``knowledge_accuracy`` tables on the same
     questions: how many flipped right -> wrong and wrong -> right, and the exact

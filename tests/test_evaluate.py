@@ -6,13 +6,14 @@ from __future__ import annotations
 import copy
 import math
 
+import pandas as pd
 import pytest
 import torch
 
 import nbsupport
 from conftest import make_tiny_model
 from fake_llm import answer
-from nbsupport import corpus, evaluate, scoring
+from nbsupport import corpus, evaluate, probe, scoring
 from nbsupport.llm_client import LLMError
 from nbsupport.pair import ModelPair
 
@@ -381,3 +382,45 @@ def test_knowledge_flips_counts_each_way_and_tests_them():
     assert evaluate.knowledge_flips(before, before)["p_value"] == 1.0
     with pytest.raises(ValueError, match="same questions"):
         evaluate.knowledge_flips(before, after.iloc[:5])
+
+
+# ----------------------------------------------------------------- where the rest sits
+def _token_table(rows):
+    return pd.DataFrame([{"id": f"t{i}", "category": "c", "prompt": p, "target": t, "p_target": v, "p_generic": 0.0}
+                         for i, (p, t, v) in enumerate(rows)])
+
+
+def test_residual_table_says_where_what_is_left_sits_and_if_the_text_said_it():
+    text = "Her house colours were scarlet and gold. The castle's cloak room. Dumbledore smiled."
+    before = _token_table([("The headmaster is Albus", "Dumbledore", 0.4), ("colours are scarlet and", "gold", 0.2),
+                           ("He Who Must Not Be", "Named", 0.6), ("A probe nobody knew", "Zzz/Yyy", 0.0)])
+    after = before.assign(p_target=[0.01, 0.19, 0.55, 0.0])
+    table = evaluate.residual_table(before, after, text)
+    assert list(table.target) == ["Named", "gold", "Dumbledore", "Zzz/Yyy"]   # most left first
+    named = table.iloc[0]
+    assert named.kept == pytest.approx(100 * 0.55 / 0.6) and named.share_of_rest == pytest.approx(100 * 0.55 / 0.75)
+    assert (named.answer_in_text, named.phrase_in_text) == (0, 0)
+    gold = table.iloc[1]
+    assert (gold.answer_in_text, gold.phrase_in_text) == (1, 1)        # "scarlet and gold": after "and"
+    assert tuple(table.iloc[2][["answer_in_text", "phrase_in_text"]]) == (1, 0)   # named, never after "Albus"
+    assert math.isnan(table.iloc[3].kept) and table.share_of_rest.sum() == pytest.approx(100)
+    lines = evaluate.residual_summary(table)
+    assert lines[0] == "The 2 probes whose answer the training text states lost 67% of their target probability."
+    assert lines[1] == "The 2 probes whose answer it never states lost 8% of their target probability."
+    assert lines[2].startswith("The 4 probes with the most left hold 100% of all that is left") and '"He Who Must Not Be" -> Named (0.55)' in lines[2]
+
+
+def test_residual_table_reads_real_token_tables_and_refuses_mismatches(tiny_model, tiny_tokenizer):
+    probes = [probe.TokenProbe(id="a", prompt="Harry Potter studies", target=(" magic",), generic=(" math",)),
+              probe.TokenProbe(id="b", prompt="The owl flew over the", target=(" castle",), generic=(" house",))]
+    table = probe.token_familiarity(tiny_model, tiny_tokenizer, probes, 2, progress=False)
+    other = probe.token_familiarity(make_tiny_model(len(tiny_tokenizer), seed=3), tiny_tokenizer, probes, 2, progress=False)
+    rest = evaluate.residual_table(table, other, TEXTS[0])
+    assert set(rest.target) == {"magic", "castle"} and rest.p_after.is_monotonic_decreasing
+    assert dict(zip(rest.target, rest.answer_in_text)) == {"magic": 1, "castle": 1}
+    assert dict(zip(rest.target, rest.phrase_in_text)) == {"magic": 1, "castle": 1}
+    with pytest.raises(ValueError, match="same probes"):
+        evaluate.residual_table(table, other.iloc[::-1], TEXTS[0])
+    with pytest.raises(ValueError, match="training text"):
+        evaluate.residual_table(table, other, "  ")
+    assert evaluate.residual_summary(rest.iloc[:0]) == ["no probes to read"]
