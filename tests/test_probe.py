@@ -1,8 +1,10 @@
+import functools
 import math
 
 import pytest
 import torch
 
+from conftest import make_tiny_model
 from nbsupport import probe, scoring
 
 
@@ -48,6 +50,32 @@ def test_a_long_common_prefix_runs_once_and_scores_as_brute_force(tiny_model, ti
     # every group sees the primer whatever the order: each works on its own copy of the cache
     again = scoring.continuation_logprobs(tiny_model, tiny_tokenizer, primed[::-1])
     assert torch.allclose(again, fast.flip(0), atol=1e-5)
+
+
+def test_logits_only_where_a_scored_token_is_predicted(tiny_model, tiny_tokenizer, monkeypatch):
+    from peft import LoraConfig, get_peft_model
+    kept, widths = [], []
+    forward = type(tiny_model).forward
+
+    @functools.wraps(forward)   # the same signature: scoring asks it whether logits_to_keep is taken
+    def recording(self, *args, **kwargs):
+        widths.append(kwargs["input_ids"].shape[1])
+        out = forward(self, *args, **kwargs)
+        kept.append(out.logits.shape[1])
+        return out
+
+    monkeypatch.setattr(type(tiny_model), "forward", recording)
+    fast = scoring.continuation_logprobs(tiny_model, tiny_tokenizer, PAIRS, batch_size=2)
+    assert sum(kept) < sum(widths)   # the vocabulary projection skipped the prompt-only positions
+    monkeypatch.setattr(scoring, "takes_logits_to_keep", lambda model: False)
+    kept.clear(), widths.clear()
+    full = scoring.continuation_logprobs(tiny_model, tiny_tokenizer, PAIRS, batch_size=2)
+    assert kept == widths and torch.allclose(fast, full, atol=1e-6)
+    monkeypatch.undo()
+    assert scoring.takes_logits_to_keep(tiny_model)
+    peft_model = get_peft_model(make_tiny_model(tiny_model.config.vocab_size), LoraConfig(r=2, target_modules=["q_proj"]))
+    assert scoring.takes_logits_to_keep(peft_model)   # through the adapter to the causal LM under it
+    assert not scoring.takes_logits_to_keep(torch.nn.Linear(2, 2))
 
 
 def test_batch_size_and_padding_do_not_change_scores(tiny_model, tiny_tokenizer):
