@@ -263,17 +263,20 @@ def residual_table(before: pd.DataFrame, after: pd.DataFrame, text: str) -> pd.D
 
 
 def residual_summary(table: pd.DataFrame) -> list[str]:
-    """Sentences that read ``residual_table`` aloud: how much the probes whose answer the
-    text states lost, against those whose answer it never states, and how much of what is
-    left the few biggest probes hold."""
+    """Sentences that read ``residual_table`` aloud: how much the probes whose phrase the text
+    shows (the answer right after the prompt's last word) lost, against the others, and how
+    much of what is left the few biggest probes hold. (Whether the answer word occurs
+    anywhere says little: "named", "gold" or "cloak" occur in any long text.)"""
     if table.empty:
         return ["no probes to read"]
     lines = []
-    for label, part in (("whose answer the training text states", table[table.answer_in_text > 0]),
-                        ("whose answer it never states", table[table.answer_in_text == 0])):
+    for label, part in (("whose phrase the training text shows (the answer right after the prompt's last word)",
+                         table[table.phrase_in_text > 0]),
+                        ("whose phrase it never shows", table[table.phrase_in_text == 0])):
         if len(part) and part.p_before.sum() > 0:
             drop = 100 * (1 - part.p_after.sum() / part.p_before.sum())
-            lines.append(f"The {len(part)} probes {label} lost {drop:.0f}% of their target probability.")
+            lines.append(f"The {len(part)} probe{'s' * (len(part) != 1)} {label} lost {drop:.0f}% of their "
+                         f"target probability ({part.p_before.sum():.3f} -> {part.p_after.sum():.3f}, summed).")
     top = table.head(4)
     lines.append(f"The {len(top)} probes with the most left hold {top.share_of_rest.sum():.0f}% of all that is left: "
                  + ", ".join(f"\"{_tail(p)}\" -> {t} ({a:.2f})"
