@@ -240,8 +240,8 @@ def residual_table(before: pd.DataFrame, after: pd.DataFrame, text: str) -> pd.D
     words, any case) and ``phrase_in_text`` (how often it follows the prompt's last word
     there, as in "scarlet and gold"). Sorted by what is left, most first. WHP lowers a
     continuation where the text shows it and the generic prediction differs; an answer the
-    text never states, or a common phrase any English text completes the same way, keeps
-    its probability.
+    text never states, or a common phrase plain English completes the same way, tends to keep
+    its probability (``residual_summary`` says how much, run by run).
     """
     if list(before["id"]) != list(after["id"]):
         raise ValueError("before and after must score the same probes in the same order "
@@ -275,7 +275,8 @@ def residual_summary(table: pd.DataFrame) -> list[str]:
                         ("whose phrase it never shows", table[table.phrase_in_text == 0])):
         if len(part) and part.p_before.sum() > 0:
             drop = 100 * (1 - part.p_after.sum() / part.p_before.sum())
-            lines.append(f"The {len(part)} probe{'s' * (len(part) != 1)} {label} lost {drop:.0f}% of their "
+            lines.append(f"The {len(part)} probe{'s' * (len(part) != 1)} {label} lost {drop:.0f}% of "
+                         f"{'its' if len(part) == 1 else 'their'} "
                          f"target probability ({part.p_before.sum():.3f} -> {part.p_after.sum():.3f}, summed).")
     top = table.head(4)
     lines.append(f"The {len(top)} probes with the most left hold {top.share_of_rest.sum():.0f}% of all that is left: "

@@ -406,7 +406,7 @@ def test_residual_table_says_where_what_is_left_sits_and_if_the_text_said_it():
     assert math.isnan(table.iloc[3].kept) and table.share_of_rest.sum() == pytest.approx(100)
     lines = evaluate.residual_summary(table)
     assert lines[0] == ("The 1 probe whose phrase the training text shows (the answer right after the prompt's last "
-                        "word) lost 5% of their target probability (0.200 -> 0.190, summed).")
+                        "word) lost 5% of its target probability (0.200 -> 0.190, summed).")
     assert lines[1] == ("The 3 probes whose phrase it never shows lost 44% of their target probability "
                         "(1.000 -> 0.560, summed).")
     assert lines[2].startswith("The 4 probes with the most left hold 100% of all that is left") and '"He Who Must Not Be" -> Named (0.55)' in lines[2]
