@@ -310,13 +310,34 @@ def model_bytes(model) -> int:
 
 
 def free_memory_bytes(device: torch.device | str | None = None) -> int:
-    """Memory free now where models live: the GPU's for a CUDA device, else the machine's."""
+    """Memory free now where models live: the GPU's for a CUDA device, else the machine's
+    (no more than is left under the process's cgroup limit, as on Binder)."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
     if device.type == "cpu":
-        return int(psutil.virtual_memory().available)
+        free = int(psutil.virtual_memory().available)
+        limited = _cgroup_free()   # a container (Binder, Docker) sees the host's memory, not its own limit
+        return free if limited is None else min(free, limited)
     return 0   # MPS and others: no reliable figure, keep nothing
+
+
+_CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),   # cgroup v2
+                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
+def _cgroup_free() -> int | None:
+    """Bytes left under this process's cgroup memory limit, or None where there is no limit."""
+    for limit_file, usage_file in _CGROUP_FILES:
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or not limit.isdigit() or int(limit) >= 1 << 60:   # v1 writes a huge number for none
+            return None
+        return max(int(limit) - usage, 0)
+    return None
 
 
 class ModelShelf:
@@ -325,7 +346,8 @@ class ModelShelf:
     ``loaders`` maps a name to a function returning ``(model, tok)``. ``shelf.get(name)``
     calls the loader the first time and keeps the model if everything kept stays within
     ``budget_bytes`` (default: a quarter of the memory free when the shelf is made, on
-    ``device``); a model that does not fit is loaded again at every ``get``. Loading an
+    ``device``, within a container's own limit); a model that does not fit is loaded again at
+    every ``get``. Loading an
     unlearned model costs ~1-3 s on a CPU (an adapter merged into its base): a notebook
     that measures seven models three ways saves 14 loads.
 

@@ -169,6 +169,23 @@ def test_shelf_over_budget_loads_again_and_keeps_what_fits(tiny_model_dir):
     assert "a" in shelf and list(shelf) == ["a", "b"] and len(shelf) == 2
 
 
+def test_free_memory_respects_a_container_limit(tmp_path, monkeypatch):
+    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+    monkeypatch.setattr(models, "_CGROUP_FILES", ((str(limit), str(usage)),))
+    host = models.free_memory_bytes("cpu")   # no limit files: the machine's free memory
+    assert host > 0 and models._cgroup_free() is None
+    limit.write_text(f"{2 * 1024**3}\n"), usage.write_text(f"{1536 * 1024**2}\n")   # a 2 GiB Binder pod, 1.5 used
+    assert models._cgroup_free() == 512 * 1024**2
+    assert models.free_memory_bytes("cpu") == min(host, 512 * 1024**2)
+    assert models.ModelShelf({"a": lambda: None}, device="cpu").budget_bytes <= 128 * 1024**2
+    usage.write_text(f"{3 * 1024**3}\n")   # over the limit: nothing free, never negative
+    assert models._cgroup_free() == 0
+    limit.write_text("max\n")   # cgroup v2 without a limit
+    assert models._cgroup_free() is None
+    limit.write_text(f"{1 << 62}\n")   # cgroup v1 without a limit
+    assert models._cgroup_free() is None
+
+
 def test_shelf_refuses_bad_inputs():
     with pytest.raises(ValueError, match="at least one"):
         models.ModelShelf({})
