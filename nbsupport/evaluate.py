@@ -185,7 +185,7 @@ def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=()
         if kl_pair is not None:
             raise ValueError("give kl_pair or kl_reference, not both")
         kl, nll, n = kl_reference.kl_and_nll(model)   # its passes also score its texts for the perplexity
-        known = (kl_reference.texts, nll, n) if kl_reference.block_size == _PPL_BLOCK else None
+        known = (kl_reference.texts, nll, n) if kl_reference.block_size == scoring.TEXT_BLOCK else None
     if eval_texts:
         numbers["perplexity"] = _perplexity(model, tok, eval_texts, known)
     if nearby_texts:
@@ -195,9 +195,6 @@ def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=()
     elif kl_pair is not None and (kl_texts or eval_texts):
         numbers["kl_to_baseline"] = scoring.kl_divergence(kl_pair, tok, kl_texts or eval_texts)
     return numbers, tables
-
-
-_PPL_BLOCK = 256   # scoring.perplexity's default chunking, which measure uses
 
 
 def _perplexity(model, tok, texts: Sequence[str], known: tuple | None) -> float:

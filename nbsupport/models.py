@@ -347,9 +347,8 @@ class ModelShelf:
     calls the loader the first time and keeps the model if everything kept stays within
     ``budget_bytes`` (default: a quarter of the memory free when the shelf is made, on
     ``device``, within a container's own limit); a model that does not fit is loaded again at
-    every ``get``. Loading an
-    unlearned model costs ~1-3 s on a CPU (an adapter merged into its base): a notebook
-    that measures seven models three ways saves 14 loads.
+    every ``get``. Loading an unlearned model costs ~1-3 s on a CPU (an adapter merged into
+    its base): a notebook that measures seven models three ways saves 14 loads.
 
     Kept models are shared by every caller: measure them, do not train them in place
     (``attacks.relearn`` trains a copy of the model it is given). ``release()`` frees them.

@@ -233,6 +233,9 @@ def complete(model, tok, prompts: Sequence[str], max_new_tokens: int = 40, greed
 
 
 # ----------------------------------------------------------------- plain text
+TEXT_BLOCK = 256   # tokens per chunk when scoring whole texts (perplexity, NLL, KL)
+
+
 def chunk_texts(tok, texts: Sequence[str], block_size: int) -> list[list[int]]:
     """Token ids of every text cut into consecutive chunks of at most ``block_size``.
 
@@ -258,7 +261,7 @@ def _next_logprobs(model, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.
 
 
 @torch.no_grad()
-def perplexity(model, tok, texts: Sequence[str], block_size: int = 256, batch_size: int = 4,
+def perplexity(model, tok, texts: Sequence[str], block_size: int = TEXT_BLOCK, batch_size: int = 4,
                progress: bool = False) -> float:
     """exp of the mean negative log-likelihood of every next token in ``texts``.
 
@@ -271,7 +274,7 @@ def perplexity(model, tok, texts: Sequence[str], block_size: int = 256, batch_si
 
 
 @torch.no_grad()
-def nll_sum(model, tok, texts: Sequence[str], block_size: int = 256, batch_size: int = 4,
+def nll_sum(model, tok, texts: Sequence[str], block_size: int = TEXT_BLOCK, batch_size: int = 4,
             progress: bool = False) -> tuple[float, int]:
     """The summed negative log-likelihood of the tokens ``perplexity`` predicts in ``texts``,
     and their count: sums over disjoint sets of texts add up to the sum over all of them
@@ -301,7 +304,7 @@ class BaseReference:
     """
 
     @torch.no_grad()
-    def __init__(self, base, tok, texts: Sequence[str], block_size: int = 256, batch_size: int = 4):
+    def __init__(self, base, tok, texts: Sequence[str], block_size: int = TEXT_BLOCK, batch_size: int = 4):
         if not texts:
             raise ValueError("give at least one text to compare the models on")
         self.tok, self.batch_size, self.block_size, self.texts = tok, batch_size, block_size, list(texts)
@@ -337,7 +340,7 @@ def _kl_sum(logp_m: torch.Tensor, logp_b: torch.Tensor, mask: torch.Tensor) -> t
 
 
 @torch.no_grad()
-def kl_divergence(pair: ModelPair, tok, texts: Sequence[str], block_size: int = 256,
+def kl_divergence(pair: ModelPair, tok, texts: Sequence[str], block_size: int = TEXT_BLOCK,
                   batch_size: int = 4, progress: bool = False) -> float:
     """Mean KL(P_B || P_trained) in nats over every predicted position of ``texts``.
 
