@@ -179,13 +179,38 @@ class BestAdapter(StepProbe):
     for LoRA) are saved to ``directory`` in Hugging Face format, with the record
     in ``directory/early_stop.json``. Load it later with
     ``models.load_model(base, adapter=directory)``; no retraining needed.
+
+    With ``stop_past_limit`` the training also stops at the first record whose
+    perplexity rose more than ``max_perplexity_rise`` percent over step 0: the
+    early-stopping rule, not only the choice of step. Every later step would be
+    measured only to be refused (the methods of notebook 07 only ever get worse
+    there), so they are not trained. A method whose perplexity would come back
+    under the limit later is stopped all the same; ``stopped_at`` says where.
     """
 
     def __init__(self, tok, probes, texts, directory: str | Path, max_perplexity_rise: float = 3.0,
-                 **step_probe_kwargs):
+                 stop_past_limit: bool = False, **step_probe_kwargs):
         super().__init__(tok, probes, texts, **step_probe_kwargs)
         self.directory, self.max_perplexity_rise = Path(directory), max_perplexity_rise
+        self.stop_past_limit = stop_past_limit
         self.saved_step: int | None = None
+        self.stopped_at: int | None = None
+
+    def past_limit(self, record: dict) -> bool:
+        """Whether ``record``'s perplexity rose more than the limit over the step-0 record's."""
+        start = next((h for h in self.history if h["step"] == 0), None)
+        if start is None:
+            return False
+        limit = start["perplexity"] * (1 + self.max_perplexity_rise / 100)
+        return not (math.isfinite(record["perplexity"]) and record["perplexity"] <= limit)
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        super().on_step_end(args, state, control, model=model, **kw)
+        newest = self.history[-1] if self.history else None
+        if (self.stop_past_limit and newest is not None and newest["step"] == state.global_step
+                and state.global_step < state.max_steps and self.past_limit(newest)):
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
 
     def record(self, model, step: int) -> None:
         n = len(self.history)

@@ -199,3 +199,37 @@ def test_a_shared_start_record_is_not_measured_again(tmp_path, tiny_tokenizer, t
     with pytest.raises(ValueError, match="familiarity"):
         methods.BestAdapter(tok, probes, texts, tmp_path / "c", start={"step": 0})
 
+
+
+def test_training_stops_at_the_first_record_past_the_perplexity_limit(tmp_path, tiny_tokenizer, tiny_model_dir):
+    """The early-stopping rule: with stop_past_limit, training ends at the first measured
+    step whose perplexity rose past the limit; without it, it runs all its steps."""
+    tok = tiny_tokenizer
+    forget = _blocks(tok, FORGET)
+    probes = [probe.TokenProbe("a", "Harry Potter studies", (" magic",), (" the",))]
+    texts = ["The cat sat on the mat."]
+
+    def run_ga(name, **kw):
+        keep = methods.BestAdapter(tok, probes, texts, tmp_path / f"{name}/best", every=1, **kw)
+        config.set_seed(0)
+        methods.train_method(models.load_model(tiny_model_dir, device="cpu")[0], "ga", forget, None,
+                             runs.Run(tmp_path), name, _settings(6, 0.1), callbacks=[keep], resume=False)
+        return keep
+
+    free = run_ga("free", max_perplexity_rise=1e6, stop_past_limit=True)   # a limit never reached
+    assert [h["step"] for h in free.history] == list(range(7)) and free.stopped_at is None
+    ppl = [h["perplexity"] for h in free.history]
+    assert max(ppl[1:]) > ppl[0], "gradient ascent at this rate should raise the perplexity"
+    # a limit half way to the highest rise: the first step past it is where training must stop
+    rise = 50 * (max(ppl[1:]) / ppl[0] - 1)
+    first_past = next(i for i, p in enumerate(ppl) if p > ppl[0] * (1 + rise / 100))
+    assert 0 < first_past
+    stopped = run_ga("stopped", max_perplexity_rise=rise, stop_past_limit=True)
+    assert [h["step"] for h in stopped.history] == list(range(first_past + 1))
+    assert [h["perplexity"] for h in stopped.history] == pytest.approx(ppl[:first_past + 1], rel=1e-5)
+    assert first_past < 6, "the limit should be passed before the last step"
+    assert stopped.stopped_at == first_past
+    assert runs.Run(tmp_path).read_json("stopped/trained.json")["global_step"] == first_past
+    assert stopped.saved_step == methods.best_step(stopped.history, rise)
+    kept = run_ga("kept", max_perplexity_rise=rise)   # the same limit, no stopping: all six steps
+    assert [h["step"] for h in kept.history] == list(range(7)) and kept.stopped_at is None
