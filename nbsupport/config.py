@@ -31,7 +31,7 @@ _CPU: dict[str, Any] = {
     "target_sha256": None,      # required for a URL
     "target_download": False,   # allow downloading a URL target (needs the network)
     "corpus_tokens": 8192,      # None: all of the text; else its first N tokens (seeded order)
-    "corpus_order": "mixed",    # built-in text: "mixed" or "prose-first" (hand-written prose before rendered facts)
+    "corpus_order": "mixed",    # built-in text: "mixed", "prose-first" (hand-written prose first) or "coverage" (most facts first)
     "block_size": 256,          # tokens per training block (paper: 512)
     "cpu_bf16": None,           # training on the CPU under bf16 autocast; None: where the CPU has native bf16
     # --- reinforcement (notebook 02)
