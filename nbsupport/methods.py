@@ -153,6 +153,13 @@ def train_method(model, method: str, forget_blocks: torch.Tensor, retain_blocks:
 
 
 # ----------------------------------------------------------------- early stopping
+def within_limit(record: dict, start: dict, max_perplexity_rise: float = 3.0) -> bool:
+    """Whether ``record``'s perplexity rose at most ``max_perplexity_rise`` percent over
+    ``start``'s (a record that is not a number never is)."""
+    limit = start["perplexity"] * (1 + max_perplexity_rise / 100)
+    return math.isfinite(record["perplexity"]) and record["perplexity"] <= limit
+
+
 def best_step(history: Sequence[dict], max_perplexity_rise: float = 3.0) -> int | None:
     """The step with the lowest familiarity among records whose perplexity rose at
     most ``max_perplexity_rise`` percent over the step-0 record, or None.
@@ -166,8 +173,7 @@ def best_step(history: Sequence[dict], max_perplexity_rise: float = 3.0) -> int 
                          "curve keeps its start")
     if not math.isfinite(start["perplexity"]):
         raise ValueError("the step-0 perplexity is not a number: give StepProbe some texts")
-    limit = start["perplexity"] * (1 + max_perplexity_rise / 100)
-    ok = [h for h in history if math.isfinite(h["perplexity"]) and h["perplexity"] <= limit]
+    ok = [h for h in history if within_limit(h, start, max_perplexity_rise)]
     if not ok:
         return None
     return min(ok, key=lambda h: (h["familiarity"], h["step"]))["step"]
@@ -182,14 +188,17 @@ class BestAdapter(StepProbe):
 
     With ``stop_past_limit`` the training also stops at the first record whose
     perplexity rose more than ``max_perplexity_rise`` percent over step 0: the
-    early-stopping rule, not only the choice of step. Every later step would be
-    measured only to be refused (the methods of notebook 07 only ever get worse
-    there), so they are not trained. A method whose perplexity would come back
-    under the limit later is stopped all the same; ``stopped_at`` says where.
+    early-stopping rule, not only the choice of step: later steps are refused as
+    long as perplexity keeps climbing (as gradient ascent's and NPO's did at every
+    measured step in notebook 07), so they are not trained. A method whose
+    perplexity would come back under the limit later is stopped all the same;
+    ``stopped_at`` says where.
     """
 
     def __init__(self, tok, probes, texts, directory: str | Path, max_perplexity_rise: float = 3.0,
                  stop_past_limit: bool = False, **step_probe_kwargs):
+        if stop_past_limit and not texts:
+            raise ValueError("stop_past_limit needs texts to measure perplexity on (e.g. corpus.heldout_texts(limit=1))")
         super().__init__(tok, probes, texts, **step_probe_kwargs)
         self.directory, self.max_perplexity_rise = Path(directory), max_perplexity_rise
         self.stop_past_limit = stop_past_limit
@@ -199,10 +208,7 @@ class BestAdapter(StepProbe):
     def past_limit(self, record: dict) -> bool:
         """Whether ``record``'s perplexity rose more than the limit over the step-0 record's."""
         start = next((h for h in self.history if h["step"] == 0), None)
-        if start is None:
-            return False
-        limit = start["perplexity"] * (1 + self.max_perplexity_rise / 100)
-        return not (math.isfinite(record["perplexity"]) and record["perplexity"] <= limit)
+        return start is not None and not within_limit(record, start, self.max_perplexity_rise)
 
     def on_step_end(self, args, state, control, model=None, **kw):
         super().on_step_end(args, state, control, model=model, **kw)

@@ -233,3 +233,5 @@ def test_training_stops_at_the_first_record_past_the_perplexity_limit(tmp_path, 
     assert stopped.saved_step == methods.best_step(stopped.history, rise)
     kept = run_ga("kept", max_perplexity_rise=rise)   # the same limit, no stopping: all six steps
     assert [h["step"] for h in kept.history] == list(range(7)) and kept.stopped_at is None
+    with pytest.raises(ValueError, match="texts"):
+        methods.BestAdapter(tok, probes, [], tmp_path / "none", stop_past_limit=True)
