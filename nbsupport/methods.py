@@ -160,6 +160,10 @@ def within_limit(record: dict, start: dict, max_perplexity_rise: float = 3.0) ->
     return math.isfinite(record["perplexity"]) and record["perplexity"] <= limit
 
 
+def _start_record(history: Sequence[dict]) -> dict | None:
+    return next((h for h in history if h["step"] == 0), None)
+
+
 def best_step(history: Sequence[dict], max_perplexity_rise: float = 3.0) -> int | None:
     """The step with the lowest familiarity among records whose perplexity rose at
     most ``max_perplexity_rise`` percent over the step-0 record, or None.
@@ -167,7 +171,7 @@ def best_step(history: Sequence[dict], max_perplexity_rise: float = 3.0) -> int 
     ``history`` is ``StepProbe.history`` (``[{"step", "familiarity", "perplexity"}]``).
     Ties go to the earliest step (fewer changes to the model).
     """
-    start = next((h for h in history if h["step"] == 0), None)
+    start = _start_record(history)
     if start is None:
         raise ValueError("the history has no step-0 record: give StepProbe a path= so that a resumed "
                          "curve keeps its start")
@@ -187,9 +191,9 @@ class BestAdapter(StepProbe):
     ``models.load_model(base, adapter=directory)``; no retraining needed.
 
     With ``stop_past_limit`` the training also stops at the first record whose
-    perplexity rose more than ``max_perplexity_rise`` percent over step 0: the
-    early-stopping rule, not only the choice of step: later steps are refused as
-    long as perplexity keeps climbing (as gradient ascent's and NPO's did at every
+    perplexity rose more than ``max_perplexity_rise`` percent over step 0. That makes
+    it an early-stopping rule, not only the choice of a step: later steps are refused
+    as long as perplexity keeps climbing (as gradient ascent's and NPO's did at every
     measured step in notebook 07), so they are not trained. A method whose
     perplexity would come back under the limit later is stopped all the same;
     ``stopped_at`` says where.
@@ -207,7 +211,7 @@ class BestAdapter(StepProbe):
 
     def past_limit(self, record: dict) -> bool:
         """Whether ``record``'s perplexity rose more than the limit over the step-0 record's."""
-        start = next((h for h in self.history if h["step"] == 0), None)
+        start = _start_record(self.history)
         return start is not None and not within_limit(record, start, self.max_perplexity_rise)
 
     def on_step_end(self, args, state, control, model=None, **kw):
