@@ -14,8 +14,12 @@ Two questions, two kinds of measure:
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
-from collections import Counter
+import os
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import pandas as pd
@@ -23,7 +27,8 @@ from tqdm.auto import tqdm
 
 from . import probe, scoring, terms
 from .config import show_progress
-from .pair import ModelPair
+from .pair import ModelPair, device_of
+from .runs import write_text_atomic
 
 # Words typical of the Harry Potter world but not unique to it: mentioning one
 # unprompted earns a 2 on the paper's scale, an explicit name or spell a 3.
@@ -141,12 +146,127 @@ def judge_table(prompts: Sequence[str], completions: Sequence[str], unique_terms
     return pd.DataFrame(rows, columns=["prompt", "completion", "score", "terms", "judge"])
 
 
+# ----------------------------------------------------------------- what was measured already
+class MemoError(ValueError):
+    """A measure memo that cannot be read."""
+
+
+def model_identity(model, spec: str, adapter: str | os.PathLike | None = None) -> dict:
+    """What a model is, for a ``MeasureMemo``: its base ``spec`` (``cfg.model``), a
+    checksum of the adapter directory's files (None for the base itself), and the
+    dtype and device kind it is measured in (a bf16 GPU model scores slightly
+    differently from an fp32 CPU one)."""
+    digest = None
+    if adapter is not None:
+        folder = Path(adapter)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"adapter directory {folder} not found")
+        h = hashlib.sha256()
+        for f in sorted(x for x in folder.rglob("*") if x.is_file()):
+            h.update(f.relative_to(folder).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        digest = h.hexdigest()
+    param = next(model.parameters())
+    return {"model": str(spec), "adapter_sha256": digest, "dtype": str(param.dtype),
+            "device": device_of(model).type}
+
+
+def run_memo(run, spec: str, model, adapter: str | os.PathLike | None = None) -> "MeasureMemo":
+    """The ``MeasureMemo`` of one of ``run``'s models: ``measures.json`` beside its
+    adapter directory (``finetune/paper/measures.json``), the baseline's in
+    ``baseline/measures.json``. ``spec``: the base model (``cfg.model``)."""
+    path = Path(adapter).parent / "measures.json" if adapter is not None else run.path("baseline/measures.json")
+    return MeasureMemo(path, model_identity(model, spec, adapter))
+
+
+class MeasureMemo:
+    """What ``measure`` measured on one model, kept in a JSON file: the rows of
+    every probe (token, indirect, knowledge) and the per-text NLL and KL sums.
+
+    A later ``measure`` of the same model (same ``identity``, ``model_identity``)
+    reads every probe and text it finds there instead of running the model again:
+    notebook 06 measures B and the WHP models on all the probes and texts, and
+    notebook 07's light measure of those models (a subset of both) then runs only
+    its completions. A probe is found by its whole content (id, prompt,
+    continuations, choices), a text by its SHA-256 and chunk size, so an edited
+    probe or text is measured afresh. A file written for another identity (the
+    adapter was retrained, another dtype or device) is ignored and replaced.
+    The numbers read back are those computed then: the same model and inputs in
+    other batches, equal to ~1e-6.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, identity: dict):
+        self.path, self.identity = (None if path is None else Path(path)), dict(identity)
+        self.data = {"identity": self.identity, "probes": {}, "texts": {}, "kl": {}}
+        if self.path is not None and self.path.exists():
+            try:
+                doc = json.loads(self.path.read_text("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise MemoError(f"{self.path} is not a readable measure memo ({err}): delete it, and the "
+                                "next measure of this model writes it again") from None
+            if not isinstance(doc, dict) or not all(isinstance(doc.get(k), dict) for k in self.data):
+                raise MemoError(f"{self.path} is not a measure memo (expected the keys {sorted(self.data)}): "
+                                "delete it, and the next measure of this model writes it again")
+            if doc["identity"] == self.identity:
+                self.data = doc
+        self.reads = 0   # probes and texts found here in this session, not measured again
+
+    def save(self) -> None:
+        """Write the file (atomically); a memo without a path (in memory only) writes nothing."""
+        if self.path is not None:
+            write_text_atomic(self.path, json.dumps(self.data, indent=1, ensure_ascii=False) + "\n")
+
+    def rows(self, section: str, probes: Sequence, compute) -> pd.DataFrame:
+        """The table ``compute(probes)`` would give, computing only the probes not
+        found in ``section``."""
+        if not probes:
+            return compute([])   # the empty table, with its columns
+        stored = self.data["probes"].setdefault(section, {})
+        keys = [_probe_key(p) for p in probes]
+        todo = {}   # key -> probe, each probe not stored once
+        for key, p in zip(keys, probes):
+            if key not in stored:
+                todo.setdefault(key, p)
+        self.reads += sum(k in stored for k in keys)
+        if todo:
+            fresh = compute(list(todo.values()))
+            for key, row in zip(todo, fresh.to_dict("records")):
+                stored[key] = {c: _plain(v) for c, v in row.items()}
+        return pd.DataFrame([stored[k] for k in keys])
+
+    def text_sums(self, section: str, texts: Sequence[str], block_size: int, compute) -> list[tuple]:
+        """Per text: the sums ``compute(texts)`` gives (one tuple per text), computing
+        only the texts not found in ``section`` ("texts": NLL, "kl": KL)."""
+        stored = self.data[section]
+        keys = [_text_key(t, block_size) for t in texts]
+        missing = {k: t for k, t in zip(keys, texts) if k not in stored}
+        self.reads += len(keys) - len(missing)
+        if missing:
+            for key, sums in zip(missing, compute(list(missing.values()))):
+                stored[key] = list(sums)
+        return [tuple(stored[k]) for k in keys]
+
+
+def _probe_key(p) -> str:
+    fields = dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=list).encode()).hexdigest()[:24]
+
+
+def _text_key(text: str, block_size: int) -> str:
+    return f"{hashlib.sha256(text.encode()).hexdigest()[:24]}:{block_size}"
+
+
+def _plain(value):
+    """numpy scalars as plain Python, for JSON."""
+    return value.item() if hasattr(value, "item") else value
+
+
 # ----------------------------------------------------------------- one model, every measure
 def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=(), unique_terms=(),
             eval_texts=(), nearby_texts=(), kl_pair: ModelPair | None = None, kl_texts=(),
             batch_size: int = 16, completion_tokens: int = 40,
             extra_token_probes: dict | None = None,
-            kl_reference: scoring.BaseReference | None = None) -> tuple[dict, dict]:
+            kl_reference: scoring.BaseReference | None = None,
+            memo: MeasureMemo | None = None) -> tuple[dict, dict]:
     """Every metric of the course for one model: ``(numbers, tables)``.
 
     Forgetting: ``token_familiarity`` (mean target mass), ``generic_mass``,
@@ -158,19 +278,25 @@ def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=()
     or with ``kl_reference`` (B's distributions computed once, ``scoring.BaseReference``,
     for many models) ``kl_to_baseline`` on its texts. ``extra_token_probes`` ({name: probes}) adds
     ``<name>_familiarity`` (e.g. the indirect probes). Empty inputs skip their measure.
+    With ``memo`` (this model's ``MeasureMemo``) the probes and texts measured before
+    are read from it, the rest measured and added, and the memo saved; completions
+    are always generated.
     """
+    look = memo or MeasureMemo(None, {})   # in memory only: the KL passes' NLL still serves the perplexity
     numbers, tables = {}, {}
-    fam = probe.token_familiarity(model, tok, token_probes, batch_size, progress=False)
+    token_rows = lambda ps: probe.token_familiarity(model, tok, ps, batch_size, progress=False)  # noqa: E731
+    fam = look.rows("token", token_probes, token_rows)
     numbers["token_familiarity"], numbers["generic_mass"] = float(fam.p_target.mean()), float(fam.p_generic.mean())
     numbers.update(_halves("token_familiarity", fam, token_probes))
     tables["token"] = fam
     for name, probes in (extra_token_probes or {}).items():
-        extra = probe.token_familiarity(model, tok, probes, batch_size, progress=False)
+        extra = look.rows("token", probes, token_rows)
         numbers[f"{name}_familiarity"] = float(extra.p_target.mean())
         numbers.update(_halves(f"{name}_familiarity", extra, probes))
         tables[name] = extra
     if knowledge_probes:
-        know = probe.knowledge_accuracy(model, tok, knowledge_probes, batch_size, progress=False)
+        know = look.rows("knowledge", knowledge_probes,
+                         lambda ps: probe.knowledge_accuracy(model, tok, ps, batch_size, progress=False))
         numbers["knowledge_accuracy"] = float(know.correct.mean())
         tables["knowledge"] = know
     if completion_prompts:
@@ -180,37 +306,35 @@ def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=()
         judged = judge_table(texts, outs, [(*p.target_terms, *shared) for p in completion_prompts])
         numbers["completion_familiarity"] = completion_familiarity(judged.score.tolist())
         tables["completions"] = judged
-    known, kl = None, None   # known: (texts, summed NLL, tokens) already scored on this model
+    if kl_reference is not None and kl_pair is not None:
+        raise ValueError("give kl_pair or kl_reference, not both")
     if kl_reference is not None:
-        if kl_pair is not None:
-            raise ValueError("give kl_pair or kl_reference, not both")
-        kl, nll, n = kl_reference.kl_and_nll(model)   # its passes also score its texts for the perplexity
-        known = (kl_reference.texts, nll, n) if kl_reference.block_size == scoring.TEXT_BLOCK else None
+        numbers["kl_to_baseline"] = _mean(look.text_sums("kl", kl_reference.texts, kl_reference.block_size,
+                                                         lambda ts: _reference_kl(kl_reference, model, ts, look)))
+    nll = lambda ts: scoring.nll_by_text(model, tok, ts)   # noqa: E731
     if eval_texts:
-        numbers["perplexity"] = _perplexity(model, tok, eval_texts, known)
+        numbers["perplexity"] = math.exp(_mean(look.text_sums("texts", eval_texts, scoring.TEXT_BLOCK, nll)))
     if nearby_texts:
-        numbers["perplexity_nearby"] = scoring.perplexity(model, tok, nearby_texts)
-    if kl is not None:
-        numbers["kl_to_baseline"] = kl
-    elif kl_pair is not None and (kl_texts or eval_texts):
-        numbers["kl_to_baseline"] = scoring.kl_divergence(kl_pair, tok, kl_texts or eval_texts)
+        numbers["perplexity_nearby"] = math.exp(_mean(look.text_sums("texts", nearby_texts, scoring.TEXT_BLOCK, nll)))
+    if kl_pair is not None and (kl_texts or eval_texts):
+        numbers["kl_to_baseline"] = _mean(look.text_sums("kl", list(kl_texts or eval_texts), scoring.TEXT_BLOCK,
+                                                         lambda ts: scoring.kl_by_text(kl_pair, tok, ts)))
+    look.save()
     return numbers, tables
 
 
-def _perplexity(model, tok, texts: Sequence[str], known: tuple | None) -> float:
-    """``scoring.perplexity`` of ``texts``; ``known`` texts (with their summed NLL and
-    tokens on this model, e.g. from the KL reference's passes) are not scored again when
-    all of them are among ``texts``."""
-    rest, nll, n = list(texts), 0.0, 0
-    have = Counter(texts)
-    if known is not None and all(have[t] >= c for t, c in Counter(known[0]).items()):
-        for text in known[0]:   # a text given twice counts twice, as in scoring.perplexity
-            rest.remove(text)
-        nll, n = known[1], known[2]
-    if rest:
-        part, count = scoring.nll_sum(model, tok, rest)
-        nll, n = nll + part, n + count
-    return math.exp(nll / n)
+def _mean(parts: Sequence[tuple[float, int]]) -> float:
+    """The mean per token of per-text ``(sum, tokens)`` parts."""
+    return sum(s for s, _ in parts) / sum(n for _, n in parts)
+
+
+def _reference_kl(reference: scoring.BaseReference, model, texts: Sequence[str], look: MeasureMemo) -> list:
+    """The ``(summed KL, positions)`` of ``texts`` (some of the reference's): its passes
+    run over all its texts at once and also give the model's NLL on each, kept in
+    ``look`` for the perplexity."""
+    parts = dict(zip(reference.texts, reference.by_text(model)))
+    look.text_sums("texts", list(parts), reference.block_size, lambda ts: [parts[t][1:] for t in ts])
+    return [(parts[t][0], parts[t][2]) for t in texts]
 
 
 def _halves(name: str, table: pd.DataFrame, probes) -> dict:

@@ -241,13 +241,18 @@ def chunk_texts(tok, texts: Sequence[str], block_size: int) -> list[list[int]]:
 
     Chunks under 2 tokens are dropped: they have no next token to predict.
     """
+    return [ids for _, ids in _owned_chunks(tok, texts, block_size)]
+
+
+def _owned_chunks(tok, texts: Sequence[str], block_size: int) -> list[tuple[int, list[int]]]:
+    """``chunk_texts``, each chunk with the index of its text: ``[(text index, ids), ...]``."""
     if block_size < 2:
         raise ValueError(f"block_size must be at least 2, got {block_size}")
     chunks = []
-    for text in texts:
+    for owner, text in enumerate(texts):
         ids = tok(text, add_special_tokens=False)["input_ids"]
-        chunks += [ids[i:i + block_size] for i in range(0, len(ids), block_size)]
-    chunks = [c for c in chunks if len(c) >= 2]
+        chunks += [(owner, ids[i:i + block_size]) for i in range(0, len(ids), block_size)]
+    chunks = [(owner, ids) for owner, ids in chunks if len(ids) >= 2]
     if not chunks:
         raise ValueError("no text has 2 or more tokens: there is nothing to predict")
     return chunks
@@ -258,6 +263,16 @@ def _next_logprobs(model, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.
     device = device_of(model)
     logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
     return torch.log_softmax(logits[:, :-1].float(), dim=-1).cpu()
+
+
+def _add_rows(totals: list[list[float]], batch: list[tuple[int, list[int]]], *per_row: list) -> None:
+    """Add each row's values (``per_row``: one list per quantity) to its text's totals."""
+    for (owner, _), *values in zip(batch, *per_row):
+        totals[owner] = [t + v for t, v in zip(totals[owner], values)]
+
+
+def _sums(totals: list[list[float]]) -> list[float]:
+    return [sum(column) for column in zip(*totals)]
 
 
 @torch.no_grad()
@@ -279,19 +294,31 @@ def nll_sum(model, tok, texts: Sequence[str], block_size: int = TEXT_BLOCK, batc
     """The summed negative log-likelihood of the tokens ``perplexity`` predicts in ``texts``,
     and their count: sums over disjoint sets of texts add up to the sum over all of them
     (each text is chunked on its own)."""
-    nll, n = 0.0, 0
+    nll, n = _sums(nll_by_text(model, tok, texts, block_size, batch_size, progress))
+    return nll, int(n)
+
+
+@torch.no_grad()
+def nll_by_text(model, tok, texts: Sequence[str], block_size: int = TEXT_BLOCK, batch_size: int = 4,
+                progress: bool = False) -> list[tuple[float, int]]:
+    """``nll_sum`` of each text, from one batched pass over all of them:
+    ``[(summed NLL, tokens), ...]`` in the order of ``texts`` ((0.0, 0) for a text
+    too short to predict anything)."""
+    owned = _owned_chunks(tok, texts, block_size)
+    totals = [[0.0, 0] for _ in texts]
     with eval_mode(model):
-        for _, batch in _batches(chunk_texts(tok, texts, block_size), batch_size, progress, "perplexity"):
-            input_ids, mask = pad_right(batch, pad_id(tok))
-            part, count = _nll_part(_next_logprobs(model, input_ids, mask), input_ids, mask)
-            nll, n = nll + part, n + count
-    return nll, n
+        for _, batch in _batches(owned, batch_size, progress, "perplexity"):
+            input_ids, mask = pad_right([ids for _, ids in batch], pad_id(tok))
+            _add_rows(totals, batch, *_nll_rows(_next_logprobs(model, input_ids, mask), input_ids, mask))
+    return [(nll, int(n)) for nll, n in totals]
 
 
-def _nll_part(logp: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
+def _nll_rows(logp: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[list[float], list[int]]:
+    """Per row: the summed NLL of its predicted (unpadded) tokens, and their count."""
     predicted = mask[:, 1:].bool()                                   # [b, width - 1]
     token_logp = logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-    return -token_logp[predicted].double().sum().item(), int(predicted.sum())
+    nll = -torch.where(predicted, token_logp.double(), 0.0).sum(-1)
+    return nll.tolist(), predicted.sum(-1).tolist()
 
 
 class BaseReference:
@@ -308,35 +335,39 @@ class BaseReference:
         if not texts:
             raise ValueError("give at least one text to compare the models on")
         self.tok, self.batch_size, self.block_size, self.texts = tok, batch_size, block_size, list(texts)
-        self.chunks = chunk_texts(tok, texts, block_size)
+        self.chunks = _owned_chunks(tok, texts, block_size)
         with eval_mode(base):
-            self.logp_b = [_next_logprobs(base, *pad_right(batch, pad_id(tok)))
+            self.logp_b = [_next_logprobs(base, *pad_right([ids for _, ids in batch], pad_id(tok)))
                            for _, batch in _batches(self.chunks, batch_size, False, "baseline")]
 
     def kl(self, model) -> float:
         """Mean KL(P_B || P_model) in nats over every predicted position."""
         return self.kl_and_nll(model)[0]
 
-    @torch.no_grad()
     def kl_and_nll(self, model) -> tuple[float, float, int]:
         """``(mean KL, summed NLL, tokens)``: the KL and, from the same forward passes, the
         model's ``nll_sum`` on the reference texts (a perplexity on them costs nothing more)."""
-        total, nll, n = 0.0, 0.0, 0
+        kl, nll, n = _sums(self.by_text(model))
+        return kl / n, nll, int(n)
+
+    @torch.no_grad()
+    def by_text(self, model) -> list[tuple[float, float, int]]:
+        """Per reference text: ``(summed KL, summed NLL, tokens)`` of ``model``."""
+        totals = [[0.0, 0.0, 0] for _ in self.texts]
         with eval_mode(model):
             for (_, batch), logp_b in zip(_batches(self.chunks, self.batch_size, False, "KL to baseline"), self.logp_b):
-                input_ids, mask = pad_right(batch, pad_id(self.tok))
+                input_ids, mask = pad_right([ids for _, ids in batch], pad_id(self.tok))
                 logp_m = _next_logprobs(model, input_ids, mask)
-                part, count = _kl_sum(logp_m, logp_b, mask)
-                total, n = total + part, n + count
-                nll += _nll_part(logp_m, input_ids, mask)[0]
-        return total / n, nll, n
+                kl, count = _kl_rows(logp_m, logp_b, mask)
+                _add_rows(totals, batch, kl, _nll_rows(logp_m, input_ids, mask)[0], count)
+        return [(kl, nll, int(n)) for kl, nll, n in totals]
 
 
-def _kl_sum(logp_m: torch.Tensor, logp_b: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
-    """Sum of KL(P_B || P_M) over the predicted (unpadded) positions, and their count."""
+def _kl_rows(logp_m: torch.Tensor, logp_b: torch.Tensor, mask: torch.Tensor) -> tuple[list[float], list[int]]:
+    """Per row: the sum of KL(P_B || P_M) over its predicted (unpadded) positions, and their count."""
     kl = F.kl_div(logp_m, logp_b, log_target=True, reduction="none").sum(-1)  # [b, w-1]
     predicted = mask[:, 1:].bool()
-    return kl[predicted].double().sum().item(), int(predicted.sum())
+    return torch.where(predicted, kl.double(), 0.0).sum(-1).tolist(), predicted.sum(-1).tolist()
 
 
 @torch.no_grad()
@@ -348,15 +379,22 @@ def kl_divergence(pair: ModelPair, tok, texts: Sequence[str], block_size: int = 
     side by side. KL(P_B || P_M) weighs each token by the baseline's belief: it
     is large where the model dropped what the baseline expected.
     """
-    chunks = chunk_texts(tok, texts, block_size)
-    total, n = 0.0, 0
+    kl, n = _sums(kl_by_text(pair, tok, texts, block_size, batch_size, progress))
+    return kl / n
+
+
+@torch.no_grad()
+def kl_by_text(pair: ModelPair, tok, texts: Sequence[str], block_size: int = TEXT_BLOCK,
+               batch_size: int = 4, progress: bool = False) -> list[tuple[float, int]]:
+    """``kl_divergence``'s sums per text: ``[(summed KL, positions), ...]`` in the order of ``texts``."""
+    owned = _owned_chunks(tok, texts, block_size)
+    totals = [[0.0, 0] for _ in texts]
     with eval_mode(pair.model):
-        for _, batch in _batches(chunks, batch_size, progress, "KL to baseline"):
-            input_ids, mask = pad_right(batch, pad_id(tok))
+        for _, batch in _batches(owned, batch_size, progress, "KL to baseline"):
+            input_ids, mask = pad_right([ids for _, ids in batch], pad_id(tok))
             with pair.trained() as M:
                 logp_m = _next_logprobs(M, input_ids, mask)
             with pair.base() as B:
                 logp_b = _next_logprobs(B, input_ids, mask)
-            part, count = _kl_sum(logp_m, logp_b, mask)
-            total, n = total + part, n + count
-    return total / n
+            _add_rows(totals, batch, *_kl_rows(logp_m, logp_b, mask))
+    return [(kl, int(n)) for kl, n in totals]

@@ -4,6 +4,8 @@ against a fake loopback server, and the paired general-knowledge reading."""
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import math
 
 import pandas as pd
@@ -135,7 +137,8 @@ def test_the_kl_passes_also_give_the_perplexity_of_the_reference_texts(tiny_mode
         assert kl == pytest.approx(reference.kl(other), rel=1e-9)
         parts = [scoring.nll_sum(other, tiny_tokenizer, [t]) for t in TEXTS[:2]]   # sums over texts add up
         assert nll == pytest.approx(sum(p[0] for p in parts), rel=1e-6) and n == sum(p[1] for p in parts)
-        for texts, scored in ((TEXTS, 2), (TEXTS[1:], 3), (TEXTS + TEXTS[:1], 3), (TEXTS[:2], 0)):
+        # every reference text is read, not scored again (a text given twice counts twice)
+        for texts, scored in ((TEXTS, 2), (TEXTS[1:], 2), (TEXTS + TEXTS[:1], 2), (TEXTS + TEXTS[2:3], 2), (TEXTS[:2], 0)):
             expected = scoring.perplexity(other, tiny_tokenizer, texts)
             rows.clear()
             numbers, _ = evaluate.measure(other, tiny_tokenizer, [], eval_texts=texts, kl_reference=reference)
@@ -426,3 +429,117 @@ def test_residual_table_reads_real_token_tables_and_refuses_mismatches(tiny_mode
     with pytest.raises(ValueError, match="training text"):
         evaluate.residual_table(table, other, "  ")
     assert evaluate.residual_summary(rest.iloc[:0]) == ["no probes to read"]
+
+
+# ----------------------------------------------------------------- the measure memo
+MEMO_TOKEN = [probe.TokenProbe(f"hp-tok-{i:03d}", p, (t,), (" the", " a"))
+              for i, (p, t) in enumerate([("Harry Potter studies", " magic"), ("Ron and Hermione are", " friends"),
+                                          ("The owl flew over the", " castle"), ("A cat sat on the", " mat"),
+                                          ("The capital of France is", " Paris")], start=1)]
+MEMO_GK = [probe.KnowledgeProbe("k1", "The capital of France is", " Paris", (" Rome", " Oslo")),
+           probe.KnowledgeProbe("k2", "A cat sat on the", " mat", (" moon",))]
+
+
+def _counting(model):
+    rows = []
+    hook = model.register_forward_hook(lambda module, args, kwargs, out: rows.append(len(kwargs["input_ids"])),
+                                       with_kwargs=True)
+    return rows, hook
+
+
+def test_scoring_sums_per_text_add_up_to_the_sums_over_all_texts(tiny_model, tiny_tokenizer):
+    other = make_tiny_model(len(tiny_tokenizer), seed=1)
+    pair = ModelPair(other, base=tiny_model)
+    nll, kl = scoring.nll_by_text(other, tiny_tokenizer, TEXTS, block_size=16), \
+        scoring.kl_by_text(pair, tiny_tokenizer, TEXTS, block_size=16)
+    for i, text in enumerate(TEXTS):   # each text's part is what scoring it alone gives
+        assert nll[i] == pytest.approx(scoring.nll_sum(other, tiny_tokenizer, [text], block_size=16), rel=1e-6)
+        alone = scoring.kl_divergence(pair, tiny_tokenizer, [text], block_size=16)
+        assert kl[i][0] / kl[i][1] == pytest.approx(alone, rel=1e-5) and kl[i][1] == nll[i][1]
+    assert sum(n for _, n in nll) == sum(len(c) - 1 for c in scoring.chunk_texts(tiny_tokenizer, TEXTS, 16))
+    reference = scoring.BaseReference(tiny_model, tiny_tokenizer, TEXTS, block_size=16, batch_size=3)
+    for (k, l, n), (k2, n2), (l2, n3) in zip(reference.by_text(other), kl, nll):
+        assert (k, l) == pytest.approx((k2, l2), rel=1e-5) and n == n2 == n3
+
+
+def test_a_memo_measures_each_probe_and_text_once(tmp_path, tiny_model, tiny_tokenizer):
+    other = make_tiny_model(len(tiny_tokenizer), seed=1)
+    identity = evaluate.model_identity(other, "tiny")
+    everything = dict(knowledge_probes=MEMO_GK, eval_texts=TEXTS, kl_pair=ModelPair(other, base=tiny_model),
+                      extra_token_probes={"indirect": MEMO_TOKEN[3:]})
+    plain, plain_tables = evaluate.measure(other, tiny_tokenizer, MEMO_TOKEN, **everything, batch_size=2)
+    path = tmp_path / "measures.json"
+    first, first_tables = evaluate.measure(other, tiny_tokenizer, MEMO_TOKEN, **everything, batch_size=2,
+                                           memo=evaluate.MeasureMemo(path, identity))
+    assert first == pytest.approx(plain, rel=1e-6) and path.is_file()
+    pd.testing.assert_frame_equal(first_tables["token"], plain_tables["token"], rtol=1e-6)
+    pd.testing.assert_frame_equal(first_tables["knowledge"], plain_tables["knowledge"])
+
+    # another session, a subset of the probes and texts (a light measure), KL on one text from a reference:
+    # nothing runs the model again, and the numbers are what measuring afresh gives
+    reference = scoring.BaseReference(tiny_model, tiny_tokenizer, TEXTS[:1])
+    light = dict(knowledge_probes=MEMO_GK[:1], eval_texts=TEXTS[1:3], extra_token_probes={"indirect": MEMO_TOKEN[4:]},
+                 kl_reference=reference)
+    fresh, fresh_tables = evaluate.measure(other, tiny_tokenizer, MEMO_TOKEN[:3], **light, batch_size=2)
+    memo = evaluate.MeasureMemo(path, identity)
+    rows, hook = _counting(other)
+    try:
+        again, again_tables = evaluate.measure(other, tiny_tokenizer, MEMO_TOKEN[:3], **light, batch_size=2, memo=memo)
+    finally:
+        hook.remove()
+    assert rows == [] and memo.reads == 3 + 1 + 1 + 2 + 1   # token, indirect, knowledge, texts, KL text
+    assert again == pytest.approx(fresh, rel=1e-5)
+    pd.testing.assert_frame_equal(again_tables["token"], fresh_tables["token"], rtol=1e-6)
+
+    # an edited probe and a new text are measured, the rest read; the memo keeps them for next time
+    edited = [dataclasses.replace(MEMO_TOKEN[0], prompt="Harry Potter teaches")] + MEMO_TOKEN[1:3]
+    rows, hook = _counting(other)
+    try:
+        numbers, tables = evaluate.measure(other, tiny_tokenizer, edited, eval_texts=TEXTS[:1] + ["A new text here."],
+                                           memo=evaluate.MeasureMemo(path, identity))
+    finally:
+        hook.remove()
+    assert rows and tables["token"].p_target.tolist()[1:] == pytest.approx(fresh_tables["token"].p_target.tolist()[1:])
+    expected = probe.token_familiarity(other, tiny_tokenizer, edited[:1], progress=False).p_target[0]
+    assert tables["token"].p_target[0] == pytest.approx(expected, rel=1e-6)
+    assert numbers["perplexity"] == pytest.approx(scoring.perplexity(other, tiny_tokenizer, TEXTS[:1] + ["A new text here."]),
+                                                  rel=1e-6)
+    assert evaluate.MeasureMemo(path, identity).reads == 0   # counts this session's reads only
+    saved = json.loads(path.read_text())
+    assert len(saved["probes"]["token"]) == len(MEMO_TOKEN) + 1 and len(saved["texts"]) == len(TEXTS) + 1
+
+
+def test_a_memo_of_another_model_is_not_read(tmp_path, tiny_model, tiny_tokenizer):
+    path = tmp_path / "measures.json"
+    evaluate.measure(tiny_model, tiny_tokenizer, MEMO_TOKEN, eval_texts=TEXTS[:1],
+                     memo=evaluate.MeasureMemo(path, evaluate.model_identity(tiny_model, "tiny")))
+    other = make_tiny_model(len(tiny_tokenizer), seed=1)
+    for identity in (evaluate.model_identity(other, "tiny-2"), {**evaluate.model_identity(other, "tiny"), "dtype": "x"}):
+        memo = evaluate.MeasureMemo(path, identity)
+        numbers, tables = evaluate.measure(other, tiny_tokenizer, MEMO_TOKEN, eval_texts=TEXTS[:1], memo=memo)
+        assert memo.reads == 0
+        expected = probe.token_familiarity(other, tiny_tokenizer, MEMO_TOKEN, progress=False)
+        assert tables["token"].p_target.tolist() == pytest.approx(expected.p_target.tolist(), rel=1e-6)
+        assert json.loads(path.read_text())["identity"] == identity   # replaced by this model's
+
+
+def test_model_identity_follows_the_adapter_files(tmp_path, tiny_model):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights one")
+    first = evaluate.model_identity(tiny_model, "tiny", adapter)
+    assert first == evaluate.model_identity(tiny_model, "tiny", adapter) and first["adapter_sha256"]
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights two")   # retrained
+    assert evaluate.model_identity(tiny_model, "tiny", adapter) != first
+    assert evaluate.model_identity(tiny_model, "tiny")["adapter_sha256"] is None
+    assert evaluate.model_identity(tiny_model, "tiny")["device"] == "cpu"
+    with pytest.raises(FileNotFoundError, match="adapter directory"):
+        evaluate.model_identity(tiny_model, "tiny", tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"identity": {}, "probes": []}', "\udcff"])
+def test_a_broken_memo_is_refused_with_what_to_do(tmp_path, tiny_model, content):
+    path = tmp_path / "measures.json"
+    path.write_bytes(content.encode("utf-8", "surrogateescape"))
+    with pytest.raises(evaluate.MemoError, match="delete it"):
+        evaluate.MeasureMemo(path, evaluate.model_identity(tiny_model, "tiny"))
