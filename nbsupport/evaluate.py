@@ -208,7 +208,8 @@ class MeasureMemo:
                                 "delete it, and the next measure of this model writes it again")
             if doc["identity"] == self.identity:
                 self.data = doc
-        self.reads = 0   # probes and texts found here in this session, not measured again
+        self.reads = 0        # probes and texts found here, measured before this memo was opened
+        self._added = set()   # (section, key) measured since: reading them back is not a read
 
     def save(self) -> None:
         """Write the file (atomically); a memo without a path (in memory only) writes nothing."""
@@ -226,11 +227,12 @@ class MeasureMemo:
         for key, p in zip(keys, probes):
             if key not in stored:
                 todo.setdefault(key, p)
-        self.reads += sum(k in stored for k in keys)
+        self.reads += sum(k in stored and (section, k) not in self._added for k in keys)
         if todo:
             fresh = compute(list(todo.values()))
             for key, row in zip(todo, fresh.to_dict("records")):
                 stored[key] = {c: _plain(v) for c, v in row.items()}
+                self._added.add((section, key))
         return pd.DataFrame([stored[k] for k in keys])
 
     def text_sums(self, section: str, texts: Sequence[str], block_size: int, compute) -> list[tuple]:
@@ -239,10 +241,11 @@ class MeasureMemo:
         stored = self.data[section]
         keys = [_text_key(t, block_size) for t in texts]
         missing = {k: t for k, t in zip(keys, texts) if k not in stored}
-        self.reads += len(keys) - len(missing)
+        self.reads += sum(k in stored and (section, k) not in self._added for k in keys)
         if missing:
             for key, sums in zip(missing, compute(list(missing.values()))):
                 stored[key] = list(sums)
+                self._added.add((section, key))
         return [tuple(stored[k]) for k in keys]
 
 

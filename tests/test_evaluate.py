@@ -488,6 +488,10 @@ def test_a_memo_measures_each_probe_and_text_once(tmp_path, tiny_model, tiny_tok
     finally:
         hook.remove()
     assert rows == [] and memo.reads == 3 + 1 + 1 + 2 + 1   # token, indirect, knowledge, texts, KL text
+    # a first measure reads nothing back, though its KL passes already scored the reference text's NLL
+    new = evaluate.MeasureMemo(tmp_path / "new.json", identity)
+    evaluate.measure(other, tiny_tokenizer, MEMO_TOKEN[:3], **{**light, "eval_texts": TEXTS}, memo=new)
+    assert new.reads == 0
     assert again == pytest.approx(fresh, rel=1e-5)
     pd.testing.assert_frame_equal(again_tables["token"], fresh_tables["token"], rtol=1e-6)
 
