@@ -8,7 +8,7 @@ measure. The run directory must hold notebooks 01-04's outputs.
         --try lr6e-4:learning_rate=6e-4 --try hard:recipe=paper --try kl0.5:kl_weight=0.5
 
 A try is NAME:key=value,... with TrainSettings fields (epochs, learning_rate,
-lora_r, method, ...), recipe options (recipe, kl_weight, temperature, targets)
+lora_r, method, ...), recipe options (recipe, kl_weight, temperature, targets, drop_original)
 and alpha. Each try is trained once (kept under RUN_DIR/tries/NAME) and measured.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pandas as pd
 from nbsupport import corpus, evaluate, finetune, generic_labels, models, probe, runner, runs
 from nbsupport.pair import ModelPair
 
-RECIPE_KEYS = ("kl_weight", "temperature", "targets")
+RECIPE_KEYS = ("kl_weight", "temperature", "targets", "drop_original")
 
 
 def parse_try(text: str) -> tuple[str, dict]:

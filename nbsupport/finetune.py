@@ -60,15 +60,28 @@ class LabelDataset(BlockDataset):
 
 
 def soft_cross_entropy(logits: torch.Tensor, topk_ids: torch.Tensor, topk_values: torch.Tensor,
-                       labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+                       labels: torch.Tensor, temperature: float = 1.0,
+                       input_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy against softmax(top-k generic logits / T), averaged over trained positions.
 
     ``logits`` [b, L, V] predict token t+1 at t; ``topk_*`` [b, L, k] and
     ``labels`` [b, L] are in the HF convention (aligned with input_ids), so
     position t's target sits at t+1. Positions with label -100 are skipped.
+
+    With ``input_ids`` (the text, [b, L]; beyond the paper, recipe option
+    ``drop_original``): where the hard generic label differs from the text's own
+    next token, that token is taken out of the soft target (its mass goes to the
+    other generic continuations). A soft target otherwise keeps some of the text's
+    token wherever the generic prediction ranks it high, e.g. "gold" after "scarlet
+    and", which the baseline predicts as strongly as the reinforced model.
     """
     logp = torch.log_softmax(logits[:, :-1].float(), -1)                 # [b, L-1, V]
     ids, vals = topk_ids[:, 1:], topk_values[:, 1:]                       # [b, L-1, k]
+    if input_ids is not None:
+        text, hard = input_ids[:, 1:], labels[:, 1:]
+        differs = (hard != IGNORE) & (hard != text)                         # [b, L-1]
+        own = (ids == text[..., None]) & differs[..., None]                 # [b, L-1, k]
+        vals = vals.masked_fill(own, float("-inf"))
     target = torch.softmax(vals / temperature, -1)
     per_pos = -(target * logp.gather(-1, ids)).sum(-1)                    # [b, L-1]
     mask = (labels[:, 1:] != IGNORE).float()
@@ -85,10 +98,13 @@ def kl_retain(model, input_ids: torch.Tensor) -> torch.Tensor:
     return F.kl_div(logp, logp_b, log_target=True, reduction="none").sum(-1).mean()
 
 
-def make_trainer_class(targets: str, kl_weight: float, temperature: float = 1.0):
+def make_trainer_class(targets: str, kl_weight: float, temperature: float = 1.0, drop_original: bool = False):
     """A Trainer whose loss is the chosen recipe (see the module docstring)."""
     if targets not in ("hard", "soft"):
         raise ValueError(f"targets must be 'hard' or 'soft', got {targets!r}")
+    if drop_original and targets != "soft":
+        raise ValueError("drop_original changes soft targets: use it with targets='soft' (hard labels already "
+                         "leave out the text's token wherever the generic label differs)")
 
     class UnlearningTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -99,7 +115,8 @@ def make_trainer_class(targets: str, kl_weight: float, temperature: float = 1.0)
             if targets == "hard":
                 loss = out.loss
             else:
-                loss = soft_cross_entropy(out.logits, topk_ids, topk_values, inputs["labels"], temperature)
+                loss = soft_cross_entropy(out.logits, topk_ids, topk_values, inputs["labels"], temperature,
+                                          inputs["input_ids"] if drop_original else None)
             if kl_weight > 0:
                 loss = loss + kl_weight * kl_retain(model, retain_ids[:KL_BLOCKS_PER_STEP])
             return (loss, out) if return_outputs else loss
@@ -110,7 +127,7 @@ def make_trainer_class(targets: str, kl_weight: float, temperature: float = 1.0)
 def finetune(model, data: dict, alpha: float, run, settings: TrainSettings, targets: str = "hard",
              kl_weight: float = 0.0, retain: torch.Tensor | None = None, out: str = "finetune",
              callbacks: Sequence = (), resume: bool = True, save_merged: bool = True, tok=None,
-             temperature: float = 1.0):
+             temperature: float = 1.0, drop_original: bool = False):
     """Train B on the generic labels of ``alpha`` from ``generic_labels.load(run)``; save
     U to ``<out>/adapter`` (and ``<out>/merged``) and the losses to ``<out>/losses.json``.
 
@@ -131,7 +148,7 @@ def finetune(model, data: dict, alpha: float, run, settings: TrainSettings, targ
                            data[f"topk_values@{alpha:g}"] if soft else None,
                            retain if kl_weight > 0 else None)
     return train_and_save(model, dataset, run, out, settings, resume=resume, callbacks=callbacks,
-                          trainer_class=make_trainer_class(targets, kl_weight, temperature), tok=tok,
+                          trainer_class=make_trainer_class(targets, kl_weight, temperature, drop_original), tok=tok,
                           save_merged=save_merged)
 
 

@@ -86,6 +86,37 @@ def test_soft_cross_entropy_against_brute_force():
     assert finetune.soft_cross_entropy(logits, ids, onehot_vals, lab).item() == pytest.approx(hard.item(), rel=1e-4)
 
 
+
+def test_drop_original_takes_the_texts_token_out_of_the_soft_target_where_the_label_differs():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 5, 11)
+    text = torch.tensor([[3, 1, 2, 9, 4], [0, 5, 6, 7, 8]])
+    ids = torch.randint(0, 11, (2, 5, 4))
+    ids[..., 1] = text                                  # the text's own token is in every top-k, second
+    vals = torch.randn(2, 5, 4)
+    lab = torch.tensor([[-100, 1, 7, -100, 4], [-100, 2, 6, 3, 8]])   # differs at (0, 2), (1, 1), (1, 3)
+    got = finetune.soft_cross_entropy(logits, ids, vals, lab, input_ids=text)
+    total, n = 0.0, 0
+    for b in range(2):
+        for t in range(4):
+            if lab[b, t + 1] == -100:
+                continue
+            v = vals[b, t + 1].clone()
+            if lab[b, t + 1] != text[b, t + 1]:
+                v[ids[b, t + 1] == text[b, t + 1]] = float("-inf")
+            target = torch.softmax(v, -1)
+            logp = torch.log_softmax(logits[b, t], -1)
+            total += -(target * logp[ids[b, t + 1]]).sum().item()
+            n += 1
+    assert got.item() == pytest.approx(total / n, rel=1e-5)
+    assert got.item() != pytest.approx(finetune.soft_cross_entropy(logits, ids, vals, lab).item(), rel=1e-3)
+    same = torch.where(lab == -100, lab, text)           # the label agrees with the text everywhere: nothing drops
+    assert finetune.soft_cross_entropy(logits, ids, vals, same, input_ids=text).item() == pytest.approx(
+        finetune.soft_cross_entropy(logits, ids, vals, same).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="targets='soft'"):
+        finetune.make_trainer_class("hard", 0.0, drop_original=True)
+
+
 def _retain(tok):
     return torch.tensor(tok("The cat sat on the mat and the dog slept by the fire. " * 8,
                             add_special_tokens=False)["input_ids"][:64]).view(2, 32)
