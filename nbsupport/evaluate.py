@@ -25,7 +25,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import probe, scoring, terms
+from . import models, probe, scoring, terms
 from .config import show_progress
 from .pair import ModelPair, device_of
 from .runs import write_text_atomic
@@ -156,15 +156,7 @@ def model_identity(model, spec: str, adapter: str | os.PathLike | None = None) -
     checksum of the adapter directory's files (None for the base itself), and the
     dtype and device kind it is measured in (a bf16 GPU model scores slightly
     differently from an fp32 CPU one)."""
-    digest = None
-    if adapter is not None:
-        folder = Path(adapter)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"adapter directory {folder} not found")
-        h = hashlib.sha256()
-        for f in sorted(x for x in folder.rglob("*") if x.is_file()):
-            h.update(f.relative_to(folder).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-        digest = h.hexdigest()
+    digest = None if adapter is None else models.directory_digest(adapter)
     param = next(model.parameters())
     return {"model": str(spec), "adapter_sha256": digest, "dtype": str(param.dtype),
             "device": device_of(model).type}
@@ -250,8 +242,7 @@ class MeasureMemo:
 
 
 def _probe_key(p) -> str:
-    fields = dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=list).encode()).hexdigest()[:24]
+    return hashlib.sha256(json.dumps(dataclasses.asdict(p), sort_keys=True).encode()).hexdigest()[:24]
 
 
 def _text_key(text: str, block_size: int) -> str:

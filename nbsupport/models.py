@@ -119,11 +119,25 @@ def cache_root() -> Path:
 _VERIFIED: dict[str, tuple[int, int, int, str]] = {}
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
+def _file_digest(path: Path, h=None) -> str:
+    h = h or hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 22), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def directory_digest(folder: str | os.PathLike) -> str:
+    """SHA-256 over a folder's files (names and contents, in name order): an adapter's
+    identity, which changes when it is retrained."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"adapter directory {folder} not found")
+    h = hashlib.sha256()
+    for f in sorted(x for x in folder.rglob("*") if x.is_file()):
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0")
+        _file_digest(f, h)
+        h.update(b"\0")
     return h.hexdigest()
 
 
