@@ -17,10 +17,16 @@ that predicts its first token), and translations already used in the block are
 forbidden at later positions (their tokens' logits set to the position's mean).
 Labels are stored in the Hugging Face convention (aligned with ``input_ids``,
 the model shifts them), -100 where untrained.
+
+Beyond the paper, ``generate(..., inner=True)`` also trains the positions inside an
+anchor that predict its next word ("the Boy" -> not " Who"), from B and R on the
+original with that word forbidden. Measured on the course's run, it changed nothing
+(README, "inside anchored terms"); it stays off.
 """
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -55,6 +61,8 @@ class Alignment:
     anchors: list = field(default_factory=list)   # dictionary.Anchor occurrences in the block
     original_text: str = ""
     translated_text: str = ""
+    # the option ``inner``: (position, forbidden ids) inside anchors, trained on the original
+    inner: list[tuple[int, list[int]]] = field(default_factory=list)
 
 
 def _text_and_offsets(tok, ids: Sequence[int]) -> tuple[str, list[tuple[int, int] | None]]:
@@ -76,10 +84,41 @@ def _variant_ids(tok, translation: str) -> set[int]:
     return set(tok(" " + translation, add_special_tokens=False)["input_ids"])
 
 
-def align_block(ids: Sequence[int], tok, translator, seed: int = 0) -> Alignment:
+def _starts_word(tok, ids: Sequence[int], p: int) -> bool:
+    """Whether token p+1 begins a word: it starts with a space, or token p ends with a
+    hyphen ("Be-" -> "Named"). Word pieces ("Gry" -> "ff") are not words."""
+    return tok.decode([ids[p + 1]])[:1].isspace() or tok.decode([ids[p]]).endswith("-")
+
+
+@functools.lru_cache(maxsize=4)
+def _vocab_by_text(tok) -> dict[str, list[int]]:
+    """Token ids by their decoded text, stripped and lower-cased."""
+    table: dict[str, list[int]] = {}
+    for i in range(len(tok)):
+        text = tok.decode([i]).strip().lower()
+        if text:
+            table.setdefault(text, []).append(i)
+    return table
+
+
+def _word_prefix_ids(tok, word: str) -> list[int]:
+    """Every token that spells a start of ``word`` (any case, with or without the
+    space): forbidding only the text's own token would let the label spell the same
+    word another way (" Witch" forbidden, " W" + "itch")."""
+    word, table = word.strip().lower(), _vocab_by_text(tok)
+    return sorted({i for n in range(1, len(word) + 1) for i in table.get(word[:n], ())})
+
+
+def align_block(ids: Sequence[int], tok, translator, seed: int = 0, inner: bool = False) -> Alignment:
     """Translate one block and map every original position to the translation
     (see the module docstring for the rules). Shapes: lists of length len(ids).
-    ``translator`` is a ``dictionary.Translator``."""
+    ``translator`` is a ``dictionary.Translator``.
+
+    ``inner`` (beyond the paper; the paper leaves them untrained): the positions
+    inside an anchor, in every occurrence, that predict the start of the anchor's
+    next word ("the Boy" -> " Who", "He-Who-Must-Not-Be-" -> "Named") are listed in
+    ``Alignment.inner`` with the tokens that would spell that word (forbidden there);
+    ``label_batch`` labels them from B and R on the original."""
     text, spans = _text_and_offsets(tok, ids)
     tr = translator.translate(text, seed=seed)
     enc = tok(tr.text, add_special_tokens=False, return_offsets_mapping=True)
@@ -124,7 +163,15 @@ def align_block(ids: Sequence[int], tok, translator, seed: int = 0) -> Alignment
         source[p] = -1 if j is None else j
     for p in blocked:
         source[p] = -1
-    return Alignment(list(ids), t_ids, source, forbidden, tr.anchors, text, tr.text)
+    inner_rows = []
+    for k in range(len(tr.anchors)) if inner else ():
+        members = [p for p in range(len(ids)) if anchor_of[p] == k]
+        starts = [p for p in members[:-1] if anchor_of[p + 1] == k and _starts_word(tok, ids, p)]
+        for p in starts:   # the word p predicts: its tokens up to the next word start or the anchor's end
+            end = min([q for q in starts if q > p] + [members[-1]])
+            word = tok.decode(list(ids[p + 1:end + 1]))
+            inner_rows.append((p, sorted(set(_word_prefix_ids(tok, word)) | {int(ids[p + 1])})))
+    return Alignment(list(ids), t_ids, source, forbidden, tr.anchors, text, tr.text, sorted(inner_rows))
 
 
 # ----------------------------------------------------------------- combining
@@ -163,6 +210,9 @@ def label_batch(pair: ModelPair, alignments: Sequence[Alignment], alphas: Sequen
                 pad_id: int = 0) -> dict[str, torch.Tensor]:
     """Labels for a batch of aligned blocks: two forward passes (B on the
     translations, R on the originals), then per block and alpha the argmax.
+    Blocks with ``inner`` positions take a third pass, B on the originals: there
+    the formula reads B and R on the same text, and the text's next token is set to
+    the position's mean logit (forbidden), so the label is never the term itself.
 
     Returns ``labels@<alpha>`` [b, L] int64 for every alpha and, with ``top_k``,
     ``topk_ids@<alpha>`` [b, L, k] int32 and ``topk_values@<alpha>`` [b, L, k]
@@ -173,6 +223,10 @@ def label_batch(pair: ModelPair, alignments: Sequence[Alignment], alphas: Sequen
     trans, mask = pad_right([a.translated_ids for a in alignments], pad_id)          # [b, Lt]
     # B reads the translation, R the original: v_b_all [b, Lt, V], v_r_all [b, L, V]
     v_b_all, v_r_all = pair.logits(orig, base_input_ids=trans, base_attention_mask=mask)
+    with_inner = [i for i, a in enumerate(alignments) if a.inner]
+    if with_inner:
+        with pair.base() as B:                                                     # [b', L, V]
+            v_b_orig = dict(zip(with_inner, B(input_ids=orig[with_inner].to(device)).logits.float()))
     L = orig.shape[1]
     out = {f"labels@{a:g}": torch.full((len(alignments), L), IGNORE, dtype=torch.long) for a in alphas}
     for a in alphas if top_k else ():
@@ -182,8 +236,18 @@ def label_batch(pair: ModelPair, alignments: Sequence[Alignment], alphas: Sequen
         src = torch.tensor(a.source, device=device)
         rows = torch.nonzero(src >= 0).squeeze(1)      # only trained positions are combined
         v_g, v_r = v_b_all[i, src[rows]], v_r_all[i, rows]                         # [R, V]
+        if a.inner:
+            inner = torch.tensor([p for p, _ in a.inner], device=device)
+            rows = torch.cat([rows, inner])
+            v_g, v_r = torch.cat([v_g, v_b_orig[i][inner]]), torch.cat([v_r, v_r_all[i, inner]])
+            order = rows.argsort()
+            rows, v_g, v_r = rows[order], v_g[order], v_r[order]
+            row_of = {int(p): r for r, p in enumerate(rows.tolist())}
         for alpha in alphas:
             combined = combine(v_g, v_r, alpha, a.forbidden, positions=rows)
+            for p, word_ids in a.inner:       # the term's own next word, however spelt, is never the label
+                r = row_of[p]
+                combined[r, torch.tensor(word_ids, device=device)] = combined[r].mean()
             labels = torch.full((L,), IGNORE, dtype=torch.long)
             labels[rows.cpu()] = combined.argmax(-1).cpu()
             out[f"labels@{alpha:g}"][i] = _shift(labels, IGNORE)
@@ -209,7 +273,8 @@ def _dictionary_digest(dictionary) -> str:
 def generate(pair: ModelPair, tok, blocks: torch.Tensor, run, dictionary: AnchorDict | None,
              alphas: Sequence[float], top_k: int = 0, batch_size: int = 4, shard_blocks: int = 16,
              seed: int = 0, out: str = "labels", progress: bool = True,
-             process_index: int | None = None, num_processes: int | None = None) -> dict:
+             process_index: int | None = None, num_processes: int | None = None,
+             inner: bool = False) -> dict:
     """Generate labels for every block and write them to ``out/`` in shards.
 
     ``pair`` is B and R; ``blocks`` [n, L]; ``dictionary`` an ``AnchorDict`` (None: no anchors,
@@ -224,6 +289,8 @@ def generate(pair: ModelPair, tok, blocks: torch.Tensor, run, dictionary: Anchor
     content depends only on its blocks and the seed, so the labels are identical
     whatever the number of processes, and a run interrupted on N processes resumes
     on M (each process skips the shards already written). ``load`` after all finish.
+
+    ``inner`` (beyond the paper) also trains the word starts inside anchors (``align_block``).
     """
     process_index = int(os.environ.get("RANK", 0)) if process_index is None else process_index
     num_processes = int(os.environ.get("WORLD_SIZE", 1)) if num_processes is None else num_processes
@@ -236,6 +303,8 @@ def generate(pair: ModelPair, tok, blocks: torch.Tensor, run, dictionary: Anchor
             "block_size": int(blocks.shape[1]), "seed": seed, "shard_blocks": shard_blocks,
             "dictionary": _dictionary_digest(dictionary),
             "blocks_sha256": hashlib.sha256(blocks.numpy().tobytes()).hexdigest()[:16]}
+    if inner:
+        meta["inner"] = True          # absent when off: labels made before the option still resume
     if run.exists(f"{out}/meta.json"):
         if run.read_json(f"{out}/meta.json") != meta:
             raise LabelsError(f"{run.path(out)} holds labels made with other settings or inputs: "
@@ -251,7 +320,7 @@ def generate(pair: ModelPair, tok, blocks: torch.Tensor, run, dictionary: Anchor
         pieces = []
         for b in range(lo, min(lo + shard_blocks, len(blocks)), batch_size):
             batch = range(b, min(b + batch_size, lo + shard_blocks, len(blocks)))
-            aligned = [align_block(blocks[i].tolist(), tok, translator, seed=seed + i) for i in batch]
+            aligned = [align_block(blocks[i].tolist(), tok, translator, seed=seed + i, inner=inner) for i in batch]
             pieces.append(label_batch(pair, aligned, alphas, top_k, pad))
         tensors = {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
         tensors["input_ids"] = blocks[lo:lo + shard_blocks].clone()

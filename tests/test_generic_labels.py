@@ -324,3 +324,111 @@ def test_sharded_across_processes_gives_the_same_labels_and_resumes_on_another_c
     assert all(torch.equal(a[k], c[k]) for k in a)
     with pytest.raises(ValueError, match="process_index"):
         labels.generate(tiny_R, tok, blocks, two, DICT, process_index=2, num_processes=2, **kw)
+
+
+# ----------------------------------------------------------------- the option "inner" (beyond the paper)
+INNER_DICT = AnchorDict([Entry("Boy Who Lived", ["the cat"]), Entry("Gryffindor Tower", ["the castle"]),
+                         Entry("Harry", ["Paris"])])  # translations the tiny tokenizer spells without a lone space
+INNER_TEXT = "Harry was the Boy Who Lived. The Boy Who Lived went up Gryffindor Tower at night."
+
+
+def test_inner_positions_are_the_word_starts_inside_anchors_with_the_word_forbidden(tiny_tokenizer):
+    tok = tiny_tokenizer
+    ids = ids_of(tok, INNER_TEXT)
+    plain = labels.align_block(ids, tok, Translator(INNER_DICT), seed=0)
+    a = labels.align_block(ids, tok, Translator(INNER_DICT), seed=0, inner=True)
+    assert a.source == plain.source and a.forbidden == plain.forbidden and plain.inner == []
+    spans = labels._text_and_offsets(tok, ids)[1]
+    expected = []
+    for anchor in a.anchors:        # by hand: the token before each space inside a multi-word anchor
+        members = [p for p, sp in enumerate(spans) if sp[0] < anchor.end and sp[1] > anchor.start]
+        expected += [p for p in members[:-1] if INNER_TEXT[spans[p + 1][0]] == " "]
+    assert [p for p, _ in a.inner] == sorted(expected)
+    assert len(expected) == 5       # Boy|Who|Lived twice (the repeat too), Gryffindor|Tower once
+    vocab_text = {i: tok.decode([i]).strip().lower() for i in range(len(tok))}
+    words = {}
+    for p, forbidden in a.inner:
+        rest = INNER_TEXT[spans[p + 1][0]:]
+        word = rest.split()[0].strip(".").lower()       # the anchor's next word: who, lived, tower
+        words[p] = word
+        spelling = {i for i, t in vocab_text.items() if t and word.startswith(t)}
+        assert set(forbidden) == spelling | {ids[p + 1]}, (p, word)
+    assert sorted(set(words.values())) == ["lived", "tower", "who"]
+
+
+@torch.no_grad()
+def test_inner_labels_come_from_B_and_R_on_the_original_and_never_spell_the_word(tmp_path, tiny_R, tiny_tokenizer):
+    tok = tiny_tokenizer
+    blocks = corpus.make_blocks((INNER_TEXT + " ") * 6, tok, 48)
+    plain_run, inner_run = runs.Run(tmp_path / "plain"), runs.Run(tmp_path / "inner")
+    kw = dict(alphas=[5.0, 0.0], top_k=4, batch_size=2, shard_blocks=2, seed=3, progress=False)
+    labels.generate(tiny_R, tok, blocks, plain_run, INNER_DICT, **kw)
+    labels.generate(tiny_R, tok, blocks, inner_run, INNER_DICT, inner=True, **kw)
+    plain, got = labels.load(plain_run), labels.load(inner_run)
+    assert "inner" not in plain_run.read_json("labels/meta.json")   # labels made before the option still resume
+    translator, checked = Translator(INNER_DICT), 0
+    for i in range(len(blocks)):
+        ids = blocks[i].tolist()
+        a = labels.align_block(ids, tok, translator, seed=3 + i, inner=True)
+        v_r = tiny_R.model(input_ids=blocks[i:i + 1]).logits[0]
+        with tiny_R.base() as B:
+            v_b = B(input_ids=blocks[i:i + 1]).logits[0]                 # B on the ORIGINAL block
+        inner = dict(a.inner)
+        for alpha in kw["alphas"]:
+            old, new = plain[f"labels@{alpha:g}"][i], got[f"labels@{alpha:g}"][i]
+            trained = old != labels.IGNORE
+            assert torch.equal(new[trained], old[trained])                # the paper's labels unchanged
+            assert set(((new != labels.IGNORE) & ~trained).nonzero().squeeze(1).tolist()) == {p + 1 for p in inner}
+            for p, word_ids in inner.items():
+                v = generic_logits(v_b[p], v_r[p], alpha)
+                mean = v.mean()
+                for start, f_ids in a.forbidden:
+                    if p >= start:
+                        v[list(f_ids)] = mean
+                v[word_ids] = v.mean()          # after the translations: the row as it then is
+                assert int(new[p + 1]) == int(v.argmax()), (i, p, alpha)
+                assert int(new[p + 1]) not in word_ids
+                assert int(got[f"topk_ids@{alpha:g}"][i, p + 1, 0]) == int(new[p + 1])
+                checked += 1
+    assert checked >= 10
+    with pytest.raises(labels.LabelsError, match="other settings"):
+        labels.generate(tiny_R, tok, blocks, inner_run, INNER_DICT, **kw)     # inner labels are not resumed plain
+
+
+class BigramLM(torch.nn.Module):
+    """A model that has learnt one text by heart: its logits are the text's bigram counts
+    (times ``scale``), so it predicts the text's next token wherever the text is unambiguous."""
+
+    def __init__(self, ids, vocab_size, scale):
+        super().__init__()
+        table = torch.zeros(vocab_size, vocab_size)
+        for a, b in zip(ids, ids[1:]):
+            table[a, b] += 1.0
+        noise = 0.01 * torch.randn(vocab_size, vocab_size, generator=torch.Generator().manual_seed(0))
+        self.table = torch.nn.Parameter(table * scale + noise, requires_grad=False)
+
+    def forward(self, input_ids, attention_mask=None, **_):
+        from types import SimpleNamespace
+        return SimpleNamespace(logits=self.table[input_ids])
+
+
+@torch.no_grad()
+def test_inner_labels_are_not_the_term_even_where_both_models_know_it(tiny_tokenizer):
+    from nbsupport.pair import ModelPair
+    tok = tiny_tokenizer
+    ids = ids_of(tok, INNER_TEXT)
+    pair = ModelPair(BigramLM(ids, len(tok), 3.0), base=BigramLM(ids, len(tok), 3.0))   # both know it
+    a = labels.align_block(ids, tok, Translator(INNER_DICT), seed=0, inner=True)
+    got = labels.label_batch(pair, [a], [0.0, 5.0])
+    v_b, v_r = pair.separate_base.table[ids], pair.model.table[ids]
+    followers = {t: {b for x, b in zip(ids, ids[1:]) if x == t} for t in ids}
+    known = [(p, w) for p, w in a.inner if len(followers[ids[p]]) == 1]   # the text's next token is certain
+    assert len(known) >= 3
+    for alpha in (0.0, 5.0):
+        for p, word_ids in known:
+            free = generic_logits(v_b[p], v_r[p], alpha)
+            assert int(free.argmax()) in word_ids        # without the rule, the label would be the term
+            label = int(got[f"labels@{alpha:g}"][0, p + 1])
+            assert label not in word_ids
+            free[word_ids] = free.mean()
+            assert label == int(free.argmax())
