@@ -20,8 +20,8 @@ the model shifts them), -100 where untrained.
 
 Beyond the paper, ``generate(..., inner=True)`` also trains the positions inside an
 anchor that predict its next word ("the Boy" -> not " Who"), from B and R on the
-original with that word forbidden. Measured on the course's run, it changed nothing
-(README, "inside anchored terms"); it stays off.
+original with that word forbidden. Measured on the course's runs, it changed nothing
+(README, "Inside anchored terms"); it stays off.
 """
 from __future__ import annotations
 
@@ -211,8 +211,9 @@ def label_batch(pair: ModelPair, alignments: Sequence[Alignment], alphas: Sequen
     """Labels for a batch of aligned blocks: two forward passes (B on the
     translations, R on the originals), then per block and alpha the argmax.
     Blocks with ``inner`` positions take a third pass, B on the originals: there
-    the formula reads B and R on the same text, and the text's next token is set to
-    the position's mean logit (forbidden), so the label is never the term itself.
+    the formula reads B and R on the same text, and every token that would spell the
+    term's next word is set to the row's mean logit (after the forbidden translations),
+    so the label is never the term itself.
 
     Returns ``labels@<alpha>`` [b, L] int64 for every alpha and, with ``top_k``,
     ``topk_ids@<alpha>`` [b, L, k] int32 and ``topk_values@<alpha>`` [b, L, k]
