@@ -141,8 +141,8 @@ def align_block(ids: Sequence[int], tok, translator, seed: int = 0, inner: bool 
             k_next += 1
         shifts.append(shift)
     forbidden, blocked = [], set()
-    for k, a in enumerate(tr.anchors):
-        members = [p for p in range(len(ids)) if anchor_of[p] == k]
+    members_of = [[p for p in range(len(ids)) if anchor_of[p] == k] for k in range(len(tr.anchors))]
+    for a, members in zip(tr.anchors, members_of):
         if not members:
             continue
         last = members[-1]
@@ -164,8 +164,7 @@ def align_block(ids: Sequence[int], tok, translator, seed: int = 0, inner: bool 
     for p in blocked:
         source[p] = -1
     inner_rows = []
-    for k in range(len(tr.anchors)) if inner else ():
-        members = [p for p in range(len(ids)) if anchor_of[p] == k]
+    for k, members in enumerate(members_of if inner else ()):
         starts = [p for p in members[:-1] if anchor_of[p + 1] == k and _starts_word(tok, ids, p)]
         for p in starts:   # the word p predicts: its tokens up to the next word start or the anchor's end
             end = min([q for q in starts if q > p] + [members[-1]])
@@ -237,17 +236,14 @@ def label_batch(pair: ModelPair, alignments: Sequence[Alignment], alphas: Sequen
         src = torch.tensor(a.source, device=device)
         rows = torch.nonzero(src >= 0).squeeze(1)      # only trained positions are combined
         v_g, v_r = v_b_all[i, src[rows]], v_r_all[i, rows]                         # [R, V]
+        n_outside = len(rows)                          # the inner rows follow, in a.inner's order
         if a.inner:
             inner = torch.tensor([p for p, _ in a.inner], device=device)
             rows = torch.cat([rows, inner])
             v_g, v_r = torch.cat([v_g, v_b_orig[i][inner]]), torch.cat([v_r, v_r_all[i, inner]])
-            order = rows.argsort()
-            rows, v_g, v_r = rows[order], v_g[order], v_r[order]
-            row_of = {int(p): r for r, p in enumerate(rows.tolist())}
         for alpha in alphas:
             combined = combine(v_g, v_r, alpha, a.forbidden, positions=rows)
-            for p, word_ids in a.inner:       # the term's own next word, however spelt, is never the label
-                r = row_of[p]
+            for r, (_, word_ids) in enumerate(a.inner, start=n_outside):   # never the term's own next word
                 combined[r, torch.tensor(word_ids, device=device)] = combined[r].mean()
             labels = torch.full((L,), IGNORE, dtype=torch.long)
             labels[rows.cpu()] = combined.argmax(-1).cpu()
