@@ -6,7 +6,7 @@ import json
 import sys
 
 from .config import PROFILES
-from .evaluate import results_markdown
+from .report import results_markdown
 from .launch import STAGES, StageFailed, run_stage
 from .models import prepare_embedded
 from .runner import NotebookFailed, parse_value, run_series

@@ -210,6 +210,18 @@ def resolve(profile: str, **overrides: Any) -> Config:
     return cfg
 
 
+def notebook_parameters(namespace: dict[str, Any]) -> dict[str, Any]:
+    """The profile parameters among a notebook's variables: every upper-case name of
+    its ``parameters`` cell that names a parameter (``MODEL``, ``ALPHA``, ...),
+    lower-cased. Notebook-only names (``RUN_DIR``, ``INTERACTIVE``, ...) are left out.
+
+    >>> notebook_parameters({"ALPHA": 2.5, "RUN_DIR": "runs/x", "alpha": 1})
+    {'alpha': 2.5}
+    """
+    return {name.lower(): value for name, value in namespace.items()
+            if name.isupper() and name.lower() in PROFILES["cpu"]}
+
+
 PROGRESS_ENV = "NBSUPPORT_PROGRESS"
 
 

@@ -356,7 +356,8 @@ def test_measure_and_report(tmp_path, tiny_model, tiny_tokenizer):
     run = runs.Run(tmp_path)
     run.write_table("evaluate/results.csv", pd.DataFrame([{"model": "baseline", **numbers},
                                                           {"model": "paper", **numbers, **rel}]))
-    text = evaluate.results_markdown(run)
+    from nbsupport import report
+    text = report.results_markdown(run)
     assert text.splitlines()[0].startswith("| model | target prob.") and "| paper |" in text
     proc = subprocess.run([sys.executable, "-m", "nbsupport", "report", "--run-dir", str(tmp_path)],
                           capture_output=True, text=True)
