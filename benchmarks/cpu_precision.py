@@ -22,7 +22,8 @@ from common import summary
 from transformers import TrainerCallback
 
 from nbsupport import corpus, models
-from nbsupport.training import BlockDataset, TrainSettings, attach_lora, cpu_has_native_bf16, train
+from nbsupport.precision import cpu_has_native_bf16
+from nbsupport.training import BlockDataset, TrainSettings, attach_lora, train
 
 
 class _Clock(TrainerCallback):

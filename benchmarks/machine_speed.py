@@ -20,7 +20,7 @@ import torch
 from common import summary
 
 from nbsupport import models
-from nbsupport.training import cpu_has_native_bf16
+from nbsupport.precision import cpu_has_native_bf16
 
 
 def main() -> None:

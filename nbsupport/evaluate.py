@@ -11,24 +11,24 @@ Two questions, two kinds of measure:
   judge scores each completion 0-3 (``judge_offline`` by matching terms,
   ``judge_llm`` with an optional external LLM), and ``completion_familiarity``
   averages the scores to [0, 1] (paper: 0.290 -> 0.007).
+
+``measure`` takes every measure of one model; ``full_inputs``, ``light_inputs`` and
+``methods_inputs`` are the course's sets of its inputs (notebooks 06 and 07). What it
+measured is kept beside each model (``measure_memo``), and ``relative_to`` reads the
+numbers against the baseline's (``scoring.drop_pct``, ``scoring.rise_pct``).
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import math
-import os
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import models, probe, scoring, terms
+from . import corpus, probe, scoring, terms
 from .config import show_progress
-from .pair import ModelPair, device_of
-from .runs import write_text_atomic
+from .measure_memo import MeasureMemo
+from .pair import ModelPair
 
 # Words typical of the Harry Potter world but not unique to it: mentioning one
 # unprompted earns a 2 on the paper's scale, an explicit name or spell a 3.
@@ -146,114 +146,6 @@ def judge_table(prompts: Sequence[str], completions: Sequence[str], unique_terms
     return pd.DataFrame(rows, columns=["prompt", "completion", "score", "terms", "judge"])
 
 
-# ----------------------------------------------------------------- what was measured already
-class MemoError(ValueError):
-    """A measure memo that cannot be read."""
-
-
-def model_identity(model, spec: str, adapter: str | os.PathLike | None = None) -> dict:
-    """What a model is, for a ``MeasureMemo``: its base ``spec`` (``cfg.model``), a
-    checksum of the adapter directory's files (None for the base itself), and the
-    dtype and device kind it is measured in (a bf16 GPU model scores slightly
-    differently from an fp32 CPU one)."""
-    digest = None if adapter is None else models.directory_digest(adapter)
-    param = next(model.parameters())
-    return {"model": str(spec), "adapter_sha256": digest, "dtype": str(param.dtype),
-            "device": device_of(model).type}
-
-
-def run_memo(run, spec: str, model, adapter: str | os.PathLike | None = None) -> "MeasureMemo":
-    """The ``MeasureMemo`` of one of ``run``'s models: ``measures.json`` beside its
-    adapter directory (``finetune/paper/measures.json``), the baseline's in
-    ``baseline/measures.json``. ``spec``: the base model (``cfg.model``)."""
-    path = Path(adapter).parent / "measures.json" if adapter is not None else run.path("baseline/measures.json")
-    return MeasureMemo(path, model_identity(model, spec, adapter))
-
-
-class MeasureMemo:
-    """What ``measure`` measured on one model, kept in a JSON file: the rows of
-    every probe (token, indirect, knowledge) and the per-text NLL and KL sums.
-
-    A later ``measure`` of the same model (same ``identity``, ``model_identity``)
-    reads every probe and text it finds there instead of running the model again:
-    notebook 06 measures B and the WHP models on all the probes and texts, and
-    notebook 07's light measure of those models (a subset of both) then runs only
-    its completions. A probe is found by its whole content (id, prompt,
-    continuations, choices), a text by its SHA-256 and chunk size, so an edited
-    probe or text is measured afresh. A file written for another identity (the
-    adapter was retrained, another dtype or device) is ignored and replaced.
-    The numbers read back are those computed then: the same model and inputs in
-    other batches, equal to ~1e-6.
-    """
-
-    def __init__(self, path: str | os.PathLike | None, identity: dict):
-        self.path, self.identity = (None if path is None else Path(path)), dict(identity)
-        self.data = {"identity": self.identity, "probes": {}, "texts": {}, "kl": {}}
-        if self.path is not None and self.path.exists():
-            try:
-                doc = json.loads(self.path.read_text("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as err:
-                raise MemoError(f"{self.path} is not a readable measure memo ({err}): delete it, and the "
-                                "next measure of this model writes it again") from None
-            if not isinstance(doc, dict) or not all(isinstance(doc.get(k), dict) for k in self.data):
-                raise MemoError(f"{self.path} is not a measure memo (expected the keys {sorted(self.data)}): "
-                                "delete it, and the next measure of this model writes it again")
-            if doc["identity"] == self.identity:
-                self.data = doc
-        self.reads = 0        # probes and texts found here, measured before this memo was opened
-        self._added = set()   # (section, key) measured since: reading them back is not a read
-
-    def save(self) -> None:
-        """Write the file (atomically); a memo without a path (in memory only) writes nothing."""
-        if self.path is not None:
-            write_text_atomic(self.path, json.dumps(self.data, indent=1, ensure_ascii=False) + "\n")
-
-    def rows(self, section: str, probes: Sequence, compute) -> pd.DataFrame:
-        """The table ``compute(probes)`` would give, computing only the probes not
-        found in ``section``."""
-        if not probes:
-            return compute([])   # the empty table, with its columns
-        stored = self.data["probes"].setdefault(section, {})
-        keys = [_probe_key(p) for p in probes]
-        todo = {}   # key -> probe, each probe not stored once
-        for key, p in zip(keys, probes):
-            if key not in stored:
-                todo.setdefault(key, p)
-        self.reads += sum(k in stored and (section, k) not in self._added for k in keys)
-        if todo:
-            fresh = compute(list(todo.values()))
-            for key, row in zip(todo, fresh.to_dict("records")):
-                stored[key] = {c: _plain(v) for c, v in row.items()}
-                self._added.add((section, key))
-        return pd.DataFrame([stored[k] for k in keys])
-
-    def text_sums(self, section: str, texts: Sequence[str], block_size: int, compute) -> list[tuple]:
-        """Per text: the sums ``compute(texts)`` gives (one tuple per text), computing
-        only the texts not found in ``section`` ("texts": NLL, "kl": KL)."""
-        stored = self.data[section]
-        keys = [_text_key(t, block_size) for t in texts]
-        missing = {k: t for k, t in zip(keys, texts) if k not in stored}
-        self.reads += sum(k in stored and (section, k) not in self._added for k in keys)
-        if missing:
-            for key, sums in zip(missing, compute(list(missing.values()))):
-                stored[key] = list(sums)
-                self._added.add((section, key))
-        return [tuple(stored[k]) for k in keys]
-
-
-def _probe_key(p) -> str:
-    return hashlib.sha256(json.dumps(dataclasses.asdict(p), sort_keys=True).encode()).hexdigest()[:24]
-
-
-def _text_key(text: str, block_size: int) -> str:
-    return f"{hashlib.sha256(text.encode()).hexdigest()[:24]}:{block_size}"
-
-
-def _plain(value):
-    """numpy scalars as plain Python, for JSON."""
-    return value.item() if hasattr(value, "item") else value
-
-
 # ----------------------------------------------------------------- one model, every measure
 def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=(), unique_terms=(),
             eval_texts=(), nearby_texts=(), kl_pair: ModelPair | None = None, kl_texts=(),
@@ -343,6 +235,45 @@ def _halves(name: str, table: pd.DataFrame, probes) -> dict:
     return out
 
 
+# ----------------------------------------------------------------- the course's measures
+def full_inputs(cfg) -> dict:
+    """Notebook 06's full measure, as ``measure``'s keyword arguments: every token,
+    indirect, knowledge and completion probe the profile takes (``cfg.n_token_probes``,
+    ``n_knowledge_probes``, ``eval_completions``), the held-out generic texts
+    (``eval_text_files``; the KL on ``kl_text_files`` of them) and the nearby texts."""
+    return dict(token_probes=probe.load_probes("hp_token", limit=cfg.n_token_probes),
+                extra_token_probes={"indirect": probe.load_probes("hp_indirect", limit=cfg.n_token_probes)},
+                knowledge_probes=probe.load_probes("general_knowledge", limit=cfg.n_knowledge_probes),
+                completion_prompts=probe.load_probes("hp_completion", limit=cfg.eval_completions),
+                unique_terms=probe.load_lexicon()["unique"],
+                eval_texts=corpus.heldout_texts(limit=cfg.eval_text_files),
+                kl_texts=corpus.heldout_texts(limit=cfg.kl_text_files),
+                nearby_texts=corpus.load_eval_texts("nearby")[:cfg.eval_text_files])
+
+
+def light_inputs(full: dict, cfg) -> dict:
+    """Notebook 06's light measure of the ablation and sweep variants: the token, indirect
+    and knowledge probes of ``full`` (``full_inputs``), perplexity on at most five
+    held-out texts (one of each kind of writing); no completions, nearby text or KL."""
+    return dict(token_probes=full["token_probes"], extra_token_probes=full["extra_token_probes"],
+                knowledge_probes=full["knowledge_probes"],
+                eval_texts=corpus.heldout_texts(limit=min(5, cfg.eval_text_files or 5)))
+
+
+def methods_inputs(cfg) -> dict:
+    """Notebook 07's measure of every model, lighter than notebook 06's: the report half
+    of the token and indirect probes, greedy completions (at most 24 tokens) of six report
+    prompts, general knowledge and perplexity on at most three held-out texts (the KL is
+    given apart, ``kl_reference``)."""
+    report = probe.split(probe.load_probes("hp_token"), "report")[:cfg.n_token_probes]
+    indirect = probe.split(probe.load_probes("hp_indirect", limit=cfg.n_token_probes), "report")
+    return dict(token_probes=report, extra_token_probes={"indirect": indirect},
+                knowledge_probes=probe.load_probes("general_knowledge", limit=cfg.n_knowledge_probes),
+                completion_prompts=probe.split(probe.load_probes("hp_completion"), "report")[:6],
+                unique_terms=probe.load_lexicon()["unique"], completion_tokens=min(cfg.completion_tokens, 24),
+                eval_texts=corpus.heldout_texts(limit=min(3, cfg.eval_text_files or 3)))
+
+
 def residual_table(before: pd.DataFrame, after: pd.DataFrame, text: str) -> pd.DataFrame:
     """Where the target probability left after unlearning sits, probe by probe, and
     whether the training text ever said it.
@@ -368,9 +299,9 @@ def residual_table(before: pd.DataFrame, after: pd.DataFrame, text: str) -> pd.D
     table = pd.DataFrame({
         "prompt": before["prompt"].values, "target": before["target"].values,
         "p_before": before["p_target"].values, "p_after": after["p_target"].values})
-    table["kept"] = 100 * table.p_after / table.p_before.where(table.p_before > 0)
+    table["kept"] = scoring.share_pct(table.p_after, table.p_before.where(table.p_before > 0))
     total = table.p_after.sum()
-    table["share_of_rest"] = 100 * table.p_after / total if total > 0 else 0.0
+    table["share_of_rest"] = scoring.share_pct(table.p_after, total) if total > 0 else 0.0
     table["answer_in_text"] = [sum(terms.count(a, text, ignore_case=True) for a in ans) for ans in answers]
     table["phrase_in_text"] = [sum(terms.count(f"{w} {a}", text, ignore_case=True) for a in ans) if w else 0
                                for w, ans in zip(last, answers)]
@@ -389,7 +320,7 @@ def residual_summary(table: pd.DataFrame) -> list[str]:
                          table[table.phrase_in_text > 0]),
                         ("whose phrase it never shows", table[table.phrase_in_text == 0])):
         if len(part) and part.p_before.sum() > 0:
-            drop = 100 * (1 - part.p_after.sum() / part.p_before.sum())
+            drop = scoring.drop_pct(part.p_before.sum(), part.p_after.sum())
             lines.append(f"The {len(part)} probe{'s' * (len(part) != 1)} {label} lost {drop:.0f}% of "
                          f"{'its' if len(part) == 1 else 'their'} "
                          f"target probability ({part.p_before.sum():.3f} -> {part.p_after.sum():.3f}, summed).")
@@ -432,9 +363,9 @@ def relative_to(baseline: dict, numbers: dict) -> dict:
     for key, value in numbers.items():
         if "familiarity" in key and key != "completion_familiarity" and baseline.get(key):
             drop = key.replace("token_familiarity", "familiarity").replace("_familiarity", "") + "_drop"
-            out["familiarity_drop" if key == "token_familiarity" else drop] = 100 * (1 - value / baseline[key])
+            out["familiarity_drop" if key == "token_familiarity" else drop] = scoring.drop_pct(baseline[key], value)
     if "perplexity" in numbers and "perplexity" in baseline:
-        out["perplexity_rise"] = 100 * (numbers["perplexity"] / baseline["perplexity"] - 1)
+        out["perplexity_rise"] = scoring.rise_pct(baseline["perplexity"], numbers["perplexity"])
     if "knowledge_accuracy" in numbers and "knowledge_accuracy" in baseline:
         out["knowledge_points"] = 100 * (numbers["knowledge_accuracy"] - baseline["knowledge_accuracy"])
     return out

@@ -1,4 +1,4 @@
-"""Step 4: finetuning on generic labels (ALGORITHM.md section 5).
+"""Notebook 05: finetuning on generic labels (ALGORITHM.md section 5).
 
 Train B with the ORIGINAL blocks as input and the generic labels as targets.
 
@@ -9,8 +9,10 @@ Train B with the ORIGINAL blocks as input and the generic labels as targets.
   holds the model near the baseline away from the target (beyond the paper).
 
 With LoRA (default) the unlearned model U is an adapter on B, saved in Hugging
-Face format, together with merged full weights. The ablation and sweep variants
-of the course are trained here too (``train_variant``), so that evaluation only measures.
+Face format, together with merged full weights. ``train_recipes`` and
+``train_variants`` are notebook 05's stage (the notebook and the multi-process
+stage both call them): every recipe with its step curve, then the ablation and
+sweep variants, so that evaluation only measures.
 """
 from __future__ import annotations
 
@@ -24,11 +26,12 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 
-from . import config, corpus, models, probe, scoring
+from . import config, corpus, generic_labels, models, probe, scoring
 from .config import EMBEDDED
-from .generic_labels import IGNORE
+from .generic_labels import IGNORE, GenericLabels
 from .pair import ModelPair
-from .training import BlockDataset, TrainSettings, settings_from, train_and_save
+from .runs import is_main_process, tensor_digest
+from .training import BlockDataset, TrainSettings, planned_settings, settings_from, train_and_save
 
 RECIPES = {
     # the paper's recipe: hard labels, plain cross-entropy
@@ -60,28 +63,15 @@ class LabelDataset(BlockDataset):
 
 
 def soft_cross_entropy(logits: torch.Tensor, topk_ids: torch.Tensor, topk_values: torch.Tensor,
-                       labels: torch.Tensor, temperature: float = 1.0,
-                       input_ids: torch.Tensor | None = None) -> torch.Tensor:
+                       labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Cross-entropy against softmax(top-k generic logits / T), averaged over trained positions.
 
     ``logits`` [b, L, V] predict token t+1 at t; ``topk_*`` [b, L, k] and
     ``labels`` [b, L] are in the HF convention (aligned with input_ids), so
     position t's target sits at t+1. Positions with label -100 are skipped.
-
-    With ``input_ids`` (the text, [b, L]; beyond the paper, recipe option
-    ``drop_original``): where the hard generic label differs from the text's own
-    next token, that token is taken out of the soft target (its mass goes to the
-    other generic continuations). A soft target otherwise keeps some of the text's
-    token wherever the generic prediction ranks it high, e.g. "gold" after "scarlet
-    and", which the baseline predicts as strongly as the reinforced model.
     """
     logp = torch.log_softmax(logits[:, :-1].float(), -1)                 # [b, L-1, V]
     ids, vals = topk_ids[:, 1:], topk_values[:, 1:]                       # [b, L-1, k]
-    if input_ids is not None:
-        text, hard = input_ids[:, 1:], labels[:, 1:]
-        differs = (hard != IGNORE) & (hard != text)                         # [b, L-1]
-        own = (ids == text[..., None]) & differs[..., None]                 # [b, L-1, k]
-        vals = vals.masked_fill(own, float("-inf"))
     target = torch.softmax(vals / temperature, -1)
     per_pos = -(target * logp.gather(-1, ids)).sum(-1)                    # [b, L-1]
     mask = (labels[:, 1:] != IGNORE).float()
@@ -98,13 +88,10 @@ def kl_retain(model, input_ids: torch.Tensor) -> torch.Tensor:
     return F.kl_div(logp, logp_b, log_target=True, reduction="none").sum(-1).mean()
 
 
-def make_trainer_class(targets: str, kl_weight: float, temperature: float = 1.0, drop_original: bool = False):
+def make_trainer_class(targets: str, kl_weight: float, temperature: float = 1.0):
     """A Trainer whose loss is the chosen recipe (see the module docstring)."""
     if targets not in ("hard", "soft"):
         raise ValueError(f"targets must be 'hard' or 'soft', got {targets!r}")
-    if drop_original and targets != "soft":
-        raise ValueError("drop_original changes soft targets: use it with targets='soft' (hard labels already "
-                         "leave out the text's token wherever the generic label differs)")
 
     class UnlearningTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -115,8 +102,7 @@ def make_trainer_class(targets: str, kl_weight: float, temperature: float = 1.0,
             if targets == "hard":
                 loss = out.loss
             else:
-                loss = soft_cross_entropy(out.logits, topk_ids, topk_values, inputs["labels"], temperature,
-                                          inputs["input_ids"] if drop_original else None)
+                loss = soft_cross_entropy(out.logits, topk_ids, topk_values, inputs["labels"], temperature)
             if kl_weight > 0:
                 loss = loss + kl_weight * kl_retain(model, retain_ids[:KL_BLOCKS_PER_STEP])
             return (loss, out) if return_outputs else loss
@@ -124,32 +110,31 @@ def make_trainer_class(targets: str, kl_weight: float, temperature: float = 1.0,
     return UnlearningTrainer
 
 
-def finetune(model, data: dict, alpha: float, run, settings: TrainSettings, targets: str = "hard",
+def finetune(model, labels: GenericLabels, alpha: float, run, settings: TrainSettings, targets: str = "hard",
              kl_weight: float = 0.0, retain: torch.Tensor | None = None, out: str = "finetune",
              callbacks: Sequence = (), resume: bool = True, save_merged: bool = True, tok=None,
-             temperature: float = 1.0, drop_original: bool = False):
-    """Train B on the generic labels of ``alpha`` from ``generic_labels.load(run)``; save
+             temperature: float = 1.0):
+    """Train B on the generic labels of ``alpha`` (``generic_labels.load(run)``); save
     U to ``<out>/adapter`` (and ``<out>/merged``) and the losses to ``<out>/losses.json``.
 
     Returns ``(U, losses)``. ``retain`` [n, L] are generic-text blocks for the KL term.
+    A finished training is reused only if it was made from the same labels (and
+    retain text) with the same settings; otherwise it is trained again.
     """
-    key = f"labels@{alpha:g}"
-    if key not in data:
-        raise KeyError(f"no labels for alpha={alpha:g}; have {sorted(k for k in data if k.startswith('labels@'))}")
     soft = targets == "soft"
-    if soft and f"topk_ids@{alpha:g}" not in data:
-        raise ValueError("soft targets need top-k logits: generate labels with SOFT_TOP_K > 0")
+    hard = labels.labels(alpha)
+    topk_ids, topk_values = labels.soft(alpha) if soft else (None, None)
     if kl_weight > 0:
         if settings.method != "lora":
             raise ValueError("the KL term needs the baseline in memory: use method='lora'")
         if retain is None or len(retain) == 0:
             raise ValueError("a KL term needs retain blocks (generic text): pass retain=retain_blocks(tok, L)")
-    dataset = LabelDataset(data["input_ids"], data[key], data[f"topk_ids@{alpha:g}"] if soft else None,
-                           data[f"topk_values@{alpha:g}"] if soft else None,
-                           retain if kl_weight > 0 else None)
+    dataset = LabelDataset(labels.input_ids, hard, topk_ids, topk_values, retain if kl_weight > 0 else None)
+    inputs = {"labels": labels.digest(alpha, soft), "recipe": f"{targets} kl={kl_weight:g} T={temperature:g}",
+              **({"retain": tensor_digest(retain)} if kl_weight > 0 else {})}
     return train_and_save(model, dataset, run, out, settings, resume=resume, callbacks=callbacks,
-                          trainer_class=make_trainer_class(targets, kl_weight, temperature, drop_original), tok=tok,
-                          save_merged=save_merged)
+                          trainer_class=make_trainer_class(targets, kl_weight, temperature), tok=tok,
+                          save_merged=save_merged, inputs=inputs)
 
 
 class StepProbe(TrainerCallback):
@@ -244,7 +229,7 @@ def retain_blocks(tok, block_size: int) -> torch.Tensor:
     return corpus.make_blocks("\n\n".join(corpus.retain_texts()), tok, block_size)
 
 
-def train_variant(cfg, run, data: dict, alpha: float, recipe: str, out: str, device=None,
+def train_variant(cfg, run, labels: GenericLabels, alpha: float, recipe: str, out: str, device=None,
                   recipe_options: dict | None = None, **overrides):
     """Train one more unlearned model from B (an ablation or a sweep point) with
     the profile's settings, ``overrides`` applied to them (e.g. ``epochs=1``,
@@ -254,9 +239,75 @@ def train_variant(cfg, run, data: dict, alpha: float, recipe: str, out: str, dev
     model, tok = models.load_model(cfg.model, device=device)
     settings = replace(settings_from(cfg, "finetune"), **overrides)
     options = {**RECIPES[recipe], **(recipe_options or {})}
-    U, _ = finetune(model, data, alpha, run, settings, **options, retain=retain_blocks(tok, cfg.block_size),
+    U, _ = finetune(model, labels, alpha, run, settings, **options, retain=retain_blocks(tok, cfg.block_size),
                     out=out, save_merged=False, tok=tok)
     return U, tok
+
+
+# ----------------------------------------------------------------- notebook 05's stage
+def step_probes(cfg) -> list:
+    """The token probes measured along the steps: the first ``cfg.step_probes`` of the
+    development half (the recipe is chosen on them, never on the report half)."""
+    return probe.split(probe.load_probes("hp_token"), "dev")[:cfg.step_probes]
+
+
+def train_recipes(cfg, run, labels: GenericLabels, device=None, resume: bool = True) -> tuple[dict, dict]:
+    """Every recipe of ``cfg.finetune_recipes`` from B, each with its step curve on
+    development probes (``finetune/<recipe>/steps.json``). Returns ``(histories,
+    losses)`` by recipe. On several processes every one measures (under FSDP a
+    forward pass needs them all) and the first writes."""
+    probes = step_probes(cfg)
+    settings = planned_settings(cfg, "finetune")   # GPU profiles: a clear error here if training cannot fit
+    histories, losses = {}, {}
+    for recipe in cfg.finetune_recipes:
+        config.set_seed(cfg.seed)
+        model, tok = models.load_model(cfg.model, device=device)
+        path = run.path(f"finetune/{recipe}/steps.json") if is_main_process() else None
+        steps = StepProbe(tok, probes, corpus.heldout_texts(limit=1), every=cfg.probe_every, path=path)
+        retain = retain_blocks(tok, cfg.block_size)
+        print(f"--- recipe {recipe!r}: {RECIPES[recipe]}")
+        U, losses[recipe] = finetune(model, labels, cfg.alpha, run, settings, **RECIPES[recipe], retain=retain,
+                                     out=f"finetune/{recipe}", callbacks=[steps], resume=resume, tok=tok)
+        histories[recipe] = steps.history
+        if is_main_process():
+            run.write_json(f"finetune/{recipe}/steps.json", steps.history)
+        del model, U
+    return histories, losses
+
+
+def variant_folder(name: str) -> str:
+    """The folder of a variant: ``finetune/variants/<name with - for spaces and =>``."""
+    return "finetune/variants/" + name.replace(" ", "-").replace(",", "").replace("=", "-")
+
+
+def planned_variants(cfg, run, labels: GenericLabels) -> dict[str, tuple]:
+    """The ablation (with ``cfg.ablations`` and notebook 04's reinforcement-only labels)
+    and the sweeps: ``{name: (group, labels, alpha, setting overrides)}``."""
+    variants, short = {}, {"epochs": cfg.ablation_epochs}
+    if cfg.ablations and run.exists(f"{generic_labels.ABLATION_OUT}/meta.json"):
+        only_r = generic_labels.load(run, generic_labels.ABLATION_OUT)
+        variants["reinforcement only"] = ("ablation", only_r, cfg.alpha, short)
+        variants["anchors only"] = ("ablation", labels, 0.0, short)
+        variants["both"] = ("ablation", labels, cfg.alpha, short)
+    for alpha in cfg.sweep_alphas:
+        variants[f"alpha={alpha:g}, 1 epoch"] = ("sweep", labels, alpha, {"epochs": 1.0})
+    for lr in cfg.sweep_lrs:
+        variants[f"lr={lr:g}, 1 epoch"] = ("sweep", labels, cfg.alpha, {"epochs": 1.0, "learning_rate": lr})
+    return variants
+
+
+def train_variants(cfg, run, labels: GenericLabels, recipe: str, device=None) -> dict[str, dict]:
+    """Train every planned variant with ``recipe`` (the one the step curves chose);
+    record them in ``finetune/variants.json`` and return that record."""
+    trained = {}
+    for name, (group, labels_of, alpha, overrides) in planned_variants(cfg, run, labels).items():
+        out = variant_folder(name)
+        print(f"--- {group}: {name}")
+        train_variant(cfg, run, labels_of, alpha, recipe, out=out, device=device, **overrides)
+        trained[name] = {"group": group, "adapter": f"{out}/adapter", "alpha": alpha, "recipe": recipe, **overrides}
+    if is_main_process():
+        run.write_json("finetune/variants.json", trained)
+    return trained
 
 
 PAPER_SETTING = {  # Eldan & Russinovich (2023), as restated in ALGORITHM.md sections 1 and 5

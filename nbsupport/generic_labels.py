@@ -1,4 +1,4 @@
-"""Step 3: generic labels (ALGORITHM.md section 4).
+"""Notebook 04: generic labels (ALGORITHM.md section 4).
 
 The generic prediction ``v_B - alpha * ReLU(v_R - v_B)`` (``pair.generic_logits``)
 pushes down only the tokens that reinforcement raised. Label generation applies
@@ -18,17 +18,15 @@ forbidden at later positions (their tokens' logits set to the position's mean).
 Labels are stored in the Hugging Face convention (aligned with ``input_ids``,
 the model shifts them), -100 where untrained.
 
-Beyond the paper, ``generate(..., inner=True)`` also trains the positions inside an
-anchor that predict its next word ("the Boy" -> not " Who"), from B and R on the
-original with that word forbidden. Measured on the course's runs, it changed nothing
-(README, "Inside anchored terms"); it stays off.
+``run_stage`` is notebook 04's label generation (the notebook and the multi-process
+stage both call it); ``GenericLabels`` holds what it made, by alpha.
 """
 from __future__ import annotations
 
 import difflib
-import functools
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -39,7 +37,9 @@ from tqdm.auto import tqdm
 from .config import show_progress
 from .dictionary import AnchorDict, Translator
 from .term_mining import FUNCTION_WORDS
+from . import models
 from .pair import ModelPair, generic_logits
+from .runs import tensor_digest
 from .scoring import pad_right
 
 IGNORE = -100
@@ -61,8 +61,6 @@ class Alignment:
     anchors: list = field(default_factory=list)   # dictionary.Anchor occurrences in the block
     original_text: str = ""
     translated_text: str = ""
-    # the option ``inner``: (position, forbidden ids) inside anchors, trained on the original
-    inner: list[tuple[int, list[int]]] = field(default_factory=list)
 
 
 def _text_and_offsets(tok, ids: Sequence[int]) -> tuple[str, list[tuple[int, int] | None]]:
@@ -84,41 +82,10 @@ def _variant_ids(tok, translation: str) -> set[int]:
     return set(tok(" " + translation, add_special_tokens=False)["input_ids"])
 
 
-def _starts_word(tok, ids: Sequence[int], p: int) -> bool:
-    """Whether token p+1 begins a word: it starts with a space, or token p ends with a
-    hyphen ("Be-" -> "Named"). Word pieces ("Gry" -> "ff") are not words."""
-    return tok.decode([ids[p + 1]])[:1].isspace() or tok.decode([ids[p]]).endswith("-")
-
-
-@functools.lru_cache(maxsize=4)
-def _vocab_by_text(tok) -> dict[str, list[int]]:
-    """Token ids by their decoded text, stripped and lower-cased."""
-    table: dict[str, list[int]] = {}
-    for i in range(len(tok)):
-        text = tok.decode([i]).strip().lower()
-        if text:
-            table.setdefault(text, []).append(i)
-    return table
-
-
-def _word_prefix_ids(tok, word: str) -> list[int]:
-    """Every token that spells a start of ``word`` (any case, with or without the
-    space): forbidding only the text's own token would let the label spell the same
-    word another way (" Witch" forbidden, " W" + "itch")."""
-    word, table = word.strip().lower(), _vocab_by_text(tok)
-    return sorted({i for n in range(1, len(word) + 1) for i in table.get(word[:n], ())})
-
-
-def align_block(ids: Sequence[int], tok, translator, seed: int = 0, inner: bool = False) -> Alignment:
+def align_block(ids: Sequence[int], tok, translator, seed: int = 0) -> Alignment:
     """Translate one block and map every original position to the translation
     (see the module docstring for the rules). Shapes: lists of length len(ids).
-    ``translator`` is a ``dictionary.Translator``.
-
-    ``inner`` (beyond the paper; the paper leaves them untrained): the positions
-    inside an anchor, in every occurrence, that predict the start of the anchor's
-    next word ("the Boy" -> " Who", "He-Who-Must-Not-Be-" -> "Named") are listed in
-    ``Alignment.inner`` with the tokens that would spell that word (forbidden there);
-    ``label_batch`` labels them from B and R on the original."""
+    ``translator`` is a ``dictionary.Translator``."""
     text, spans = _text_and_offsets(tok, ids)
     tr = translator.translate(text, seed=seed)
     enc = tok(tr.text, add_special_tokens=False, return_offsets_mapping=True)
@@ -163,14 +130,7 @@ def align_block(ids: Sequence[int], tok, translator, seed: int = 0, inner: bool 
         source[p] = -1 if j is None else j
     for p in blocked:
         source[p] = -1
-    inner_rows = []
-    for k, members in enumerate(members_of if inner else ()):
-        starts = [p for p in members[:-1] if anchor_of[p + 1] == k and _starts_word(tok, ids, p)]
-        for p in starts:   # the word p predicts: its tokens up to the next word start or the anchor's end
-            end = min([q for q in starts if q > p] + [members[-1]])
-            word = tok.decode(list(ids[p + 1:end + 1]))
-            inner_rows.append((p, sorted(set(_word_prefix_ids(tok, word)) | {int(ids[p + 1])})))
-    return Alignment(list(ids), t_ids, source, forbidden, tr.anchors, text, tr.text, sorted(inner_rows))
+    return Alignment(list(ids), t_ids, source, forbidden, tr.anchors, text, tr.text)
 
 
 # ----------------------------------------------------------------- combining
@@ -206,61 +166,111 @@ def _shift(per_position: torch.Tensor, fill) -> torch.Tensor:
 
 @torch.no_grad()
 def label_batch(pair: ModelPair, alignments: Sequence[Alignment], alphas: Sequence[float], top_k: int = 0,
-                pad_id: int = 0) -> dict[str, torch.Tensor]:
+                pad_id: int = 0) -> "GenericLabels":
     """Labels for a batch of aligned blocks: two forward passes (B on the
     translations, R on the originals), then per block and alpha the argmax.
-    Blocks with ``inner`` positions take a third pass, B on the originals: there
-    the formula reads B and R on the same text, and every token that would spell the
-    term's next word is set to the row's mean logit (after the forbidden translations),
-    so the label is never the term itself.
 
-    Returns ``labels@<alpha>`` [b, L] int64 for every alpha and, with ``top_k``,
-    ``topk_ids@<alpha>`` [b, L, k] int32 and ``topk_values@<alpha>`` [b, L, k]
-    float16 of the combined logits (soft targets). All in the HF convention.
+    Returns ``GenericLabels`` of the batch: hard labels [b, L] int64 for every alpha
+    and, with ``top_k``, the top-k ids [b, L, k] int32 and values [b, L, k] float16
+    of the combined logits (soft targets). All in the HF convention.
     """
     device = pair.device
     orig = torch.tensor([a.original_ids for a in alignments])                        # [b, L]
     trans, mask = pad_right([a.translated_ids for a in alignments], pad_id)          # [b, Lt]
     # B reads the translation, R the original: v_b_all [b, Lt, V], v_r_all [b, L, V]
     v_b_all, v_r_all = pair.logits(orig, base_input_ids=trans, base_attention_mask=mask)
-    with_inner = [i for i, a in enumerate(alignments) if a.inner]
-    if with_inner:
-        with pair.base() as B:                                                     # [b', L, V]
-            v_b_orig = dict(zip(with_inner, B(input_ids=orig[with_inner].to(device)).logits.float()))
-    L = orig.shape[1]
-    out = {f"labels@{a:g}": torch.full((len(alignments), L), IGNORE, dtype=torch.long) for a in alphas}
+    b, L = orig.shape
+    out = GenericLabels(orig, {a: torch.full((b, L), IGNORE, dtype=torch.long) for a in alphas})
     for a in alphas if top_k else ():
-        out[f"topk_ids@{a:g}"] = torch.zeros((len(alignments), L, top_k), dtype=torch.int32)
-        out[f"topk_values@{a:g}"] = torch.zeros((len(alignments), L, top_k), dtype=torch.float16)
+        out.topk_ids[a] = torch.zeros((b, L, top_k), dtype=torch.int32)
+        out.topk_values[a] = torch.zeros((b, L, top_k), dtype=torch.float16)
     for i, a in enumerate(alignments):
         src = torch.tensor(a.source, device=device)
         rows = torch.nonzero(src >= 0).squeeze(1)      # only trained positions are combined
         v_g, v_r = v_b_all[i, src[rows]], v_r_all[i, rows]                         # [R, V]
-        n_outside = len(rows)                          # the inner rows follow, in a.inner's order
-        if a.inner:
-            inner = torch.tensor([p for p, _ in a.inner], device=device)
-            rows = torch.cat([rows, inner])
-            v_g, v_r = torch.cat([v_g, v_b_orig[i][inner]]), torch.cat([v_r, v_r_all[i, inner]])
         for alpha in alphas:
             combined = combine(v_g, v_r, alpha, a.forbidden, positions=rows)
-            for r, (_, word_ids) in enumerate(a.inner, start=n_outside):   # never the term's own next word
-                combined[r, torch.tensor(word_ids, device=device)] = combined[r].mean()
             labels = torch.full((L,), IGNORE, dtype=torch.long)
             labels[rows.cpu()] = combined.argmax(-1).cpu()
-            out[f"labels@{alpha:g}"][i] = _shift(labels, IGNORE)
+            out.hard[alpha][i] = _shift(labels, IGNORE)
             if top_k:
                 values, ids = combined.topk(top_k, dim=-1)
                 full_ids = torch.zeros((L, top_k), dtype=torch.int32)
                 full_values = torch.zeros((L, top_k), dtype=torch.float16)
                 full_ids[rows.cpu()], full_values[rows.cpu()] = ids.int().cpu(), values.half().cpu()
-                out[f"topk_ids@{alpha:g}"][i] = _shift(full_ids, 0)
-                out[f"topk_values@{alpha:g}"][i] = _shift(full_values, 0)
+                out.topk_ids[alpha][i] = _shift(full_ids, 0)
+                out.topk_values[alpha][i] = _shift(full_values, 0)
     return out
+
+
+# ----------------------------------------------------------------- what a label run holds
+@dataclass
+class GenericLabels:
+    """The generic labels of one label run, by alpha.
+
+    ``input_ids`` [n, L] are the original blocks; ``hard[alpha]`` [n, L] int64 the
+    argmax labels (``IGNORE`` where untrained); with soft targets ``topk_ids[alpha]``
+    [n, L, k] int32 and ``topk_values[alpha]`` [n, L, k] float16 the top-k combined
+    logits. All aligned with ``input_ids`` (the HF convention: the model shifts them).
+    """
+    input_ids: torch.Tensor
+    hard: dict[float, torch.Tensor]
+    topk_ids: dict[float, torch.Tensor] = field(default_factory=dict)
+    topk_values: dict[float, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def alphas(self) -> list[float]:
+        return sorted(self.hard)
+
+    def labels(self, alpha: float) -> torch.Tensor:
+        """The hard labels of ``alpha`` [n, L]; a KeyError naming the alphas there are."""
+        if float(alpha) not in self.hard:
+            raise KeyError(f"no labels for alpha={alpha:g}; have {', '.join(f'{a:g}' for a in self.alphas)}")
+        return self.hard[float(alpha)]
+
+    def soft(self, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(topk_ids, topk_values)`` of ``alpha``, each [n, L, k]."""
+        self.labels(alpha)
+        if float(alpha) not in self.topk_ids:
+            raise ValueError("soft targets need top-k logits: generate labels with SOFT_TOP_K > 0")
+        return self.topk_ids[float(alpha)], self.topk_values[float(alpha)]
+
+    def digest(self, alpha: float, soft: bool = False) -> str:
+        """Identity of what a finetune on ``alpha`` reads (blocks, labels, soft targets if used)."""
+        parts = [self.input_ids, self.labels(alpha), *(self.soft(alpha) if soft else ())]
+        return tensor_digest(*parts)
+
+    # the shard files' keys: written and parsed here only
+    _KINDS = ("labels", "topk_ids", "topk_values")
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        out = {"input_ids": self.input_ids}
+        for kind, by_alpha in zip(self._KINDS, (self.hard, self.topk_ids, self.topk_values)):
+            out.update({f"{kind}@{a:g}": t for a, t in by_alpha.items()})
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "GenericLabels":
+        parts: dict[str, dict[float, torch.Tensor]] = {kind: {} for kind in cls._KINDS}
+        for key, t in tensors.items():
+            if "@" in key:
+                kind, alpha = key.split("@")
+                parts[kind][float(alpha)] = t
+        return cls(tensors["input_ids"], parts["labels"], parts["topk_ids"], parts["topk_values"])
+
+    @classmethod
+    def cat(cls, pieces: Sequence["GenericLabels"]) -> "GenericLabels":
+        """Pieces of consecutive blocks joined along the first dimension."""
+        joined = {k: torch.cat([p.to_tensors()[k] for p in pieces]) for k in pieces[0].to_tensors()}
+        return cls.from_tensors(joined)
 
 
 # ----------------------------------------------------------------- the corpus pass
 class LabelsError(RuntimeError):
     """Label generation cannot resume as asked; the message says what to change."""
+
+
+INPUTS = ("blocks_sha256", "dictionary", "reinforced")   # what labels are made from (the rest: settings)
 
 
 def _dictionary_digest(dictionary) -> str:
@@ -271,7 +281,7 @@ def generate(pair: ModelPair, tok, blocks: torch.Tensor, run, dictionary: Anchor
              alphas: Sequence[float], top_k: int = 0, batch_size: int = 4, shard_blocks: int = 16,
              seed: int = 0, out: str = "labels", progress: bool = True,
              process_index: int | None = None, num_processes: int | None = None,
-             inner: bool = False) -> dict:
+             reinforced: str | None = None) -> dict:
     """Generate labels for every block and write them to ``out/`` in shards.
 
     ``pair`` is B and R; ``blocks`` [n, L]; ``dictionary`` an ``AnchorDict`` (None: no anchors,
@@ -287,7 +297,10 @@ def generate(pair: ModelPair, tok, blocks: torch.Tensor, run, dictionary: Anchor
     whatever the number of processes, and a run interrupted on N processes resumes
     on M (each process skips the shards already written). ``load`` after all finish.
 
-    ``inner`` (beyond the paper) also trains the word starts inside anchors (``align_block``).
+    ``reinforced`` is R's identity (``models.directory_digest`` of its saved adapter or
+    model), recorded with the digests of the blocks and the dictionary: labels made
+    from other inputs are stale and are made again (the folder is replaced), with a
+    message that names the input that changed; other settings are refused.
     """
     process_index = int(os.environ.get("RANK", 0)) if process_index is None else process_index
     num_processes = int(os.environ.get("WORLD_SIZE", 1)) if num_processes is None else num_processes
@@ -300,13 +313,21 @@ def generate(pair: ModelPair, tok, blocks: torch.Tensor, run, dictionary: Anchor
             "block_size": int(blocks.shape[1]), "seed": seed, "shard_blocks": shard_blocks,
             "dictionary": _dictionary_digest(dictionary),
             "blocks_sha256": hashlib.sha256(blocks.numpy().tobytes()).hexdigest()[:16]}
-    if inner:
-        meta["inner"] = True          # absent when off: labels made before the option still resume
-    if run.exists(f"{out}/meta.json"):
-        if run.read_json(f"{out}/meta.json") != meta:
-            raise LabelsError(f"{run.path(out)} holds labels made with other settings or inputs: "
+    if reinforced is not None:
+        meta["reinforced"] = reinforced
+    old = run.read_json(f"{out}/meta.json") if run.exists(f"{out}/meta.json") else None
+    _wait_for_everyone()            # every process has read it before one replaces it
+    if old is not None:
+        changed = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+        if changed and set(changed) <= set(INPUTS):
+            if process_index == 0:
+                print(f"{out}: the labels there were made from another {' and '.join(changed)}: making them again")
+                shutil.rmtree(run.path(out))
+            _wait_for_everyone()
+        elif changed:
+            raise LabelsError(f"{run.path(out)} holds labels made with other settings ({', '.join(changed)}): "
                               "delete that folder, or give another output name")
-    else:
+    if process_index == 0 and not run.exists(f"{out}/meta.json"):
         run.write_json(f"{out}/meta.json", meta)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     starts = range(0, len(blocks), shard_blocks)
@@ -317,18 +338,16 @@ def generate(pair: ModelPair, tok, blocks: torch.Tensor, run, dictionary: Anchor
         pieces = []
         for b in range(lo, min(lo + shard_blocks, len(blocks)), batch_size):
             batch = range(b, min(b + batch_size, lo + shard_blocks, len(blocks)))
-            aligned = [align_block(blocks[i].tolist(), tok, translator, seed=seed + i, inner=inner) for i in batch]
+            aligned = [align_block(blocks[i].tolist(), tok, translator, seed=seed + i) for i in batch]
             pieces.append(label_batch(pair, aligned, alphas, top_k, pad))
-        tensors = {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
+        tensors = GenericLabels.cat(pieces).to_tensors()
         tensors["input_ids"] = blocks[lo:lo + shard_blocks].clone()
         run.save_tensors(name, tensors)
     return meta
 
 
-def load(run, out: str = "labels") -> dict[str, torch.Tensor]:
-    """All shards of a finished label run, concatenated: ``input_ids`` [n, L],
-    ``labels@<alpha>`` [n, L], and ``topk_ids@<alpha>``/``topk_values@<alpha>``
-    [n, L, k] if kept."""
+def load(run, out: str = "labels") -> GenericLabels:
+    """All shards of a finished label run, concatenated, as ``GenericLabels``."""
     meta = run.read_json(f"{out}/meta.json")
     n_shards = -(-meta["n_blocks"] // meta["shard_blocks"])
     missing = [i for i in range(n_shards) if not run.exists(f"{out}/shard-{i:05d}.safetensors")]
@@ -337,7 +356,43 @@ def load(run, out: str = "labels") -> dict[str, torch.Tensor]:
                           "label generation was interrupted or another process has not finished; run "
                           "generate again with the same settings to complete it")
     shards = [run.load_tensors(f"{out}/shard-{i:05d}.safetensors") for i in range(n_shards)]
-    return {k: torch.cat([s[k] for s in shards]) for k in shards[0]}
+    return GenericLabels.from_tensors({k: torch.cat([s[k] for s in shards]) for k in shards[0]})
+
+
+# ----------------------------------------------------------------- notebook 04's stage
+def label_alphas(alpha: float) -> list[float]:
+    """The alphas notebook 04 makes labels for, in its order (one pass gives all):
+    the run's alpha, half and twice it (the paper's three), and 0 (anchors only)."""
+    return [alpha, alpha / 2, 2 * alpha, 0.0]
+
+
+ABLATION_OUT = "labels-reinforcement-only"
+
+
+def run_stage(run, cfg, pair: ModelPair, tok, dictionary: AnchorDict, blocks: torch.Tensor,
+              progress: bool = True) -> GenericLabels:
+    """Notebook 04's label generation: labels for ``label_alphas(cfg.alpha)`` with the
+    anchored terms into ``labels/`` and, with ``cfg.ablations``, the "reinforcement
+    only" labels (no anchors, the run's alpha) into ``labels-reinforcement-only/``.
+    Each process of a multi-process launch writes its share of the shards. Returns
+    the main labels once every shard is there (on one process: always)."""
+    kw = dict(top_k=cfg.soft_top_k, batch_size=cfg.label_batch_size, seed=cfg.seed, progress=progress,
+              reinforced=reinforced_digest(run, cfg.reinforce_method))
+    generate(pair, tok, blocks, run, dictionary, label_alphas(cfg.alpha), **kw)
+    if cfg.ablations:
+        generate(pair, tok, blocks, run, None, [cfg.alpha], out=ABLATION_OUT, **kw)
+    _wait_for_everyone()
+    return load(run)
+
+
+def reinforced_digest(run, method: str) -> str:
+    """R's identity: the digest of notebook 02's saved adapter (or full model)."""
+    return models.directory_digest(run.require("reinforce/adapter" if method == "lora" else "reinforce/model"))
+
+
+def _wait_for_everyone() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 # ----------------------------------------------------------------- statistics

@@ -30,24 +30,13 @@ from typing import Any
 
 import torch
 
-from . import (config, corpus, dictionary, finetune, generic_labels, memory, models, probe, reinforce, runs,
-               training)
+from . import config, finetune, generic_labels, memory, reinforce, runs
+from .dictionary import AnchorDict
 
-# the notebook whose heavy cells each stage runs (the runner launches the stage just before it)
-STAGE_NOTEBOOKS = {"reinforce": "02", "labels": "04", "finetune": "05"}
 
 
 class StageFailed(RuntimeError):
     """A launched stage exited with an error; its output above says why."""
-
-
-def _main_process() -> bool:
-    return int(os.environ.get("RANK", 0)) == 0
-
-
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 def stage_device() -> torch.device:
@@ -67,91 +56,43 @@ def config_overrides(parameters: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _stage_config(run_dir, profile: str, stage: str, parameters) -> tuple[runs.Run, config.Config]:
-    if _main_process():
+    if runs.is_main_process():
         return runs.open_stage(run_dir, profile, stage, **config_overrides(parameters))
     # the other processes read the same configuration without recording it again
     return runs.Run(run_dir), runs.inherited_config(run_dir, profile, stage, **config_overrides(parameters))
 
 
 def reinforce_stage(run_dir, profile: str, parameters: dict | None = None) -> None:
-    """Notebook 02's corpus and reinforcement."""
+    """Notebook 02's corpus and reinforcement (``reinforce.run_stage``)."""
     run, cfg = _stage_config(run_dir, profile, "reinforce", parameters)
-    config.set_seed(cfg.seed)
-    settings = training.planned_settings(cfg, "reinforce")
-    if training.finished_training(run, "reinforce", settings):
-        print(f"reinforce: already finished in {run.root}")
-        return
-    model, tok = models.load_model(cfg.model, device=stage_device())
-    text = corpus.target_text(cfg.target_text, tok, seed=cfg.seed, max_tokens=cfg.corpus_tokens,
-                              sha256=cfg.target_sha256, allow_download=cfg.target_download, order=cfg.corpus_order)
-    blocks = corpus.make_blocks(text, tok, cfg.block_size)
-    if _main_process():
-        run.write_text("corpus/target.txt", text)
-        run.save_tensors("corpus/blocks.safetensors", {"input_ids": blocks})
-    # as reinforce.reinforce does, less the frozen copy of B that only the notebook needs
-    training.train_and_save(model, training.BlockDataset(blocks), run, "reinforce", settings, tok=tok)
-
-
-def label_alphas(alpha: float) -> list[float]:
-    """The alphas notebook 04 makes labels for, in its order (one pass gives all)."""
-    return [alpha, alpha / 2, 2 * alpha, 0.0]
+    reinforce.run_stage(run, cfg, device=stage_device(), keep_base=False)
 
 
 def labels_stage(run_dir, profile: str, parameters: dict | None = None) -> None:
-    """Notebook 04's label generation (and the reinforcement-only ablation), each
-    process writing the shards whose number is its rank modulo the process count."""
+    """Notebook 04's label generation (``generic_labels.run_stage``), each process
+    writing the shards whose number is its rank modulo the process count."""
     run, cfg = _stage_config(run_dir, profile, "labels", parameters)
     blocks = run.load_tensors("corpus/blocks.safetensors")["input_ids"]
-    anchor_dict = dictionary.AnchorDict.load(run.require("anchors/dictionary.json"))
+    anchor_dict = AnchorDict.load(run.require("anchors/dictionary.json"))
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else None
     pair, tok = reinforce.load_reinforced(run, cfg.model, cfg.reinforce_method, device=device)
-    kw = dict(top_k=cfg.soft_top_k, batch_size=cfg.label_batch_size, seed=cfg.seed)
-    generic_labels.generate(pair, tok, blocks, run, anchor_dict, label_alphas(cfg.alpha), **kw)
-    if cfg.ablations:
-        generic_labels.generate(pair, tok, blocks, run, None, [cfg.alpha], out="labels-reinforcement-only", **kw)
-
-
-def variant_name(name: str) -> str:
-    """The folder notebook 05 gives a variant (``finetune/variants/<this>``)."""
-    return "finetune/variants/" + name.replace(" ", "-").replace(",", "").replace("=", "-")
+    generic_labels.run_stage(run, cfg, pair, tok, anchor_dict, blocks)
 
 
 def finetune_stage(run_dir, profile: str, parameters: dict | None = None) -> None:
     """Notebook 05's finetuning: every recipe with its step curve, then the
     ablation and sweep variants of the recipe the curves choose."""
     run, cfg = _stage_config(run_dir, profile, "finetune", parameters)
-    data = generic_labels.load(run)
+    labels = generic_labels.load(run)
     device = stage_device()
-    step_probes = probe.split(probe.load_probes("hp_token"), "dev")[:cfg.step_probes]
-    for recipe in cfg.finetune_recipes:
-        config.set_seed(cfg.seed)
-        settings = training.planned_settings(cfg, "finetune")
-        model, tok = models.load_model(cfg.model, device=device)
-        path = run.path(f"finetune/{recipe}/steps.json")
-        # every process measures (under FSDP a forward pass needs them all); one writes
-        steps = finetune.StepProbe(tok, step_probes, corpus.heldout_texts(limit=1), every=cfg.probe_every,
-                                   path=path if _main_process() else None)
-        finetune.finetune(model, data, cfg.alpha, run, settings, **finetune.RECIPES[recipe],
-                          retain=finetune.retain_blocks(tok, cfg.block_size), out=f"finetune/{recipe}",
-                          callbacks=[steps], tok=tok)
-        if _main_process():
-            run.write_json(f"finetune/{recipe}/steps.json", steps.history)
-        del model
-    _barrier()
-    best = finetune.choose_recipe({r: run.read_json(f"finetune/{r}/steps.json") for r in cfg.finetune_recipes})
-    variants = []
-    if cfg.ablations and run.exists("labels-reinforcement-only/meta.json"):
-        only_r = generic_labels.load(run, "labels-reinforcement-only")
-        short = {"epochs": cfg.ablation_epochs}
-        variants += [("reinforcement only", only_r, cfg.alpha, short), ("anchors only", data, 0.0, short),
-                     ("both", data, cfg.alpha, short)]
-    variants += [(f"alpha={a:g}, 1 epoch", data, a, {"epochs": 1.0}) for a in cfg.sweep_alphas]
-    variants += [(f"lr={lr:g}, 1 epoch", data, cfg.alpha, {"epochs": 1.0, "learning_rate": lr}) for lr in cfg.sweep_lrs]
-    for name, labels_of, alpha, overrides in variants:
-        finetune.train_variant(cfg, run, labels_of, alpha, best, out=variant_name(name), device=device, **overrides)
+    histories, _ = finetune.train_recipes(cfg, run, labels, device=device)
+    finetune.train_variants(cfg, run, labels, finetune.choose_recipe(histories), device=device)
 
 
+# the stages that can run on several processes (their notebook runs them on one)
 STAGES = {"reinforce": reinforce_stage, "labels": labels_stage, "finetune": finetune_stage}
+# the notebook number of each (the runner launches the stage just before that notebook)
+STAGE_NOTEBOOKS = {name: config.STAGES[name][:2] for name in STAGES}
 
 
 def run_stage(stage: str, profile: str, run_dir, parameters: dict | None = None) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -29,12 +30,14 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from . import config, corpus, models, probe
 from .generic_decoding import GenericModel
-from .finetune import KL_BLOCKS_PER_STEP, LabelDataset, StepProbe, kl_retain
+from .finetune import KL_BLOCKS_PER_STEP, LabelDataset, StepProbe, kl_retain, retain_blocks
 from .generic_labels import IGNORE
 from .pair import ModelPair
 from .reinforce import load_reinforced
 from .runs import atomic_path
+from .scoring import PERPLEXITY_LIMIT_PCT
 from .training import TrainingError, TrainSettings, last_complete_checkpoint, save_model, train_and_save
 
 METHODS = {
@@ -153,7 +156,7 @@ def train_method(model, method: str, forget_blocks: torch.Tensor, retain_blocks:
 
 
 # ----------------------------------------------------------------- early stopping
-def within_limit(record: dict, start: dict, max_perplexity_rise: float = 3.0) -> bool:
+def within_limit(record: dict, start: dict, max_perplexity_rise: float = PERPLEXITY_LIMIT_PCT) -> bool:
     """Whether ``record``'s perplexity rose at most ``max_perplexity_rise`` percent over
     ``start``'s (a record that is not a number never is)."""
     limit = start["perplexity"] * (1 + max_perplexity_rise / 100)
@@ -164,7 +167,7 @@ def _start_record(history: Sequence[dict]) -> dict | None:
     return next((h for h in history if h["step"] == 0), None)
 
 
-def best_step(history: Sequence[dict], max_perplexity_rise: float = 3.0) -> int | None:
+def best_step(history: Sequence[dict], max_perplexity_rise: float = PERPLEXITY_LIMIT_PCT) -> int | None:
     """The step with the lowest familiarity among records whose perplexity rose at
     most ``max_perplexity_rise`` percent over the step-0 record, or None.
 
@@ -199,7 +202,7 @@ class BestAdapter(StepProbe):
     ``stopped_at`` says where.
     """
 
-    def __init__(self, tok, probes, texts, directory: str | Path, max_perplexity_rise: float = 3.0,
+    def __init__(self, tok, probes, texts, directory: str | Path, max_perplexity_rise: float = PERPLEXITY_LIMIT_PCT,
                  stop_past_limit: bool = False, **step_probe_kwargs):
         if stop_past_limit and not texts:
             raise ValueError("stop_past_limit needs texts to measure perplexity on (e.g. corpus.heldout_texts(limit=1))")
@@ -239,3 +242,71 @@ def inference_time_whp(run, cfg, device=None):
     every step at the run's alpha (MUSE's inference-time WHP), as a model to measure."""
     pair, tok = load_reinforced(run, cfg.model, cfg.reinforce_method, device=device)
     return GenericModel(pair, cfg.alpha), tok
+
+
+# ----------------------------------------------------------------- notebook 07
+def train_all(run, cfg, blocks: torch.Tensor, device=None, resume: bool = True) -> tuple[dict, dict, dict]:
+    """Train every method of ``cfg.methods`` from B on the forget ``blocks``, one after
+    the other, with the same LoRA settings (``cfg.method_steps`` steps at ``cfg.method_lr``)
+    and the same retain text, each seeded with ``cfg.seed``.
+
+    Every ``cfg.method_probe_every`` steps a ``BestAdapter`` measures the dev probes and one
+    held-out text, keeps the best adapter within the perplexity limit in
+    ``methods/<method>/best_adapter`` and stops the method past the limit. Step 0 is measured
+    once (every method starts from B). Returns ``(curves, stopped, seconds)``: each method's
+    ``StepProbe.history``, its ``best_step`` and its training time in seconds (with its step
+    measures; near 0 when resumed).
+    """
+    dev_probes = probe.split(probe.load_probes("hp_token"), "dev")[:cfg.step_probes]
+    settings = TrainSettings(method="lora", learning_rate=cfg.method_lr, batch_size=cfg.method_batch_size,
+                             max_steps=cfg.method_steps, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                             seed=cfg.seed, save_steps=10**6, cpu_bf16=cfg.cpu_bf16)
+    curves, stopped, seconds, step0 = {}, {}, {}, None
+    for method in cfg.methods:
+        config.set_seed(cfg.seed)
+        model, tok = models.load_model(cfg.model, device=device)
+        keeper = BestAdapter(tok, dev_probes, corpus.heldout_texts(limit=1), run.path(f"methods/{method}/best_adapter"),
+                             every=cfg.method_probe_every, path=run.path(f"methods/{method}/steps.json"), start=step0,
+                             stop_past_limit=True)   # past the limit: stop, later steps would be refused
+        print(f"--- {method}: {method_options(method)}")
+        start = time.perf_counter()
+        train_method(model, method, blocks, retain_blocks(tok, blocks.shape[1]), run, f"methods/{method}",
+                     settings, callbacks=[keeper], resume=resume)
+        seconds[method] = time.perf_counter() - start
+        curves[method] = keeper.history
+        stopped[method] = best_step(keeper.history)
+        step0 = step0 or keeper.history[0]   # every method starts from B (its LoRA starts at zero)
+        del model
+    return curves, stopped, seconds
+
+
+def early_stop_line(stopped: dict) -> str:
+    """``train_all``'s early stops in a line: the step of each method, or why it has none."""
+    limit = f"+{PERPLEXITY_LIMIT_PCT:g}%"
+    words = {m: (f"never within {limit}" if s is None else "no step forgot more than the start" if s == 0 else s)
+             for m, s in stopped.items()}
+    return f"early stop (step with the best forgetting within {limit} perplexity): {words}"
+
+
+def inference_name(alpha: float) -> str:
+    """The name of inference-time WHP at ``alpha`` in notebook 07's tables."""
+    return f"WHP at inference (alpha={alpha:g})"
+
+
+def models_to_compare(run, cfg, recipes: Sequence[str], stopped: dict, device=None) -> tuple[dict, dict]:
+    """Notebook 07's models: the baseline, WHP (each of notebook 05's ``recipes``), each
+    method with an early-stopped model (``stopped``: ``train_all``'s; a method stopped at
+    step 0 learned nothing and is left out) and inference-time WHP at ``cfg.alpha``.
+
+    Returns ``(adapters, loaders)``: ``{model: adapter directory}`` (None for the
+    baseline; inference-time WHP has none: no weights of its own) and ``{model: a function
+    returning (model, tok)}`` for a ``models.ModelShelf``, each adapter merged into its
+    model's weights (a plain model, as fast as the baseline).
+    """
+    adapters = {"baseline": None, **{f"WHP {r}": run.path(f"finetune/{r}/adapter") for r in recipes},
+                **{m: run.path(f"methods/{m}/best_adapter") for m, s in stopped.items() if s}}
+    loaders = {name: (lambda a=adapter: models.load_model(cfg.model, adapter=a, device=device, merge=True))
+               for name, adapter in adapters.items()}
+    # inference-time WHP (MUSE's way): R from notebook 02, the formula at every step; nothing to finetune
+    loaders[inference_name(cfg.alpha)] = lambda: inference_time_whp(run, cfg, device)
+    return adapters, loaders

@@ -1,9 +1,11 @@
-"""Step 1: reinforcement (ALGORITHM.md section 1).
+"""Notebook 02: reinforcement (ALGORITHM.md section 1).
 
 Train the baseline B further on the target text to get the reinforced model R,
 which is "more Harry Potter" than B. By default R is a LoRA adapter on B, so both
 share one copy of the weights (a ``ModelPair``: adapter off gives B back exactly).
-``method="full"`` trains a full copy instead.
+``method="full"`` trains a full copy instead. ``run_stage`` is notebook 02's
+heavy work as one call (the multi-process stage uses it; the notebook calls its
+two steps, ``target_blocks`` and ``reinforce``, with a section of prose between).
 """
 from __future__ import annotations
 
@@ -12,24 +14,51 @@ import copy
 import pandas as pd
 import torch
 
-from . import models, scoring
+from . import config, corpus, models, scoring
 from .pair import ModelPair, generic_logits
-from .training import BlockDataset, TrainSettings, train_and_save
+from .runs import is_main_process, tensor_digest
+from .training import BlockDataset, TrainSettings, planned_settings, train_and_save
+
+
+def target_blocks(run, cfg, tok) -> tuple[str, torch.Tensor]:
+    """The run's target text (``cfg.target_text``, its first ``cfg.corpus_tokens``) and
+    its blocks [n_blocks, cfg.block_size], both saved in ``corpus/`` for later notebooks."""
+    text = corpus.target_text(cfg.target_text, tok, seed=cfg.seed, max_tokens=cfg.corpus_tokens,
+                              sha256=cfg.target_sha256, allow_download=cfg.target_download)
+    blocks = corpus.make_blocks(text, tok, cfg.block_size)
+    if is_main_process():
+        run.write_text("corpus/target.txt", text)
+        run.save_tensors("corpus/blocks.safetensors", {"input_ids": blocks})
+    return text, blocks
 
 
 def reinforce(model, blocks: torch.Tensor, run, settings: TrainSettings, resume: bool = True,
-              callbacks=(), tok=None) -> tuple[ModelPair, list[dict]]:
+              callbacks=(), tok=None, keep_base: bool = True) -> tuple[ModelPair, list[dict]]:
     """Train R on ``blocks`` ([n_blocks, block_size] token ids) and save it to the run
     (``reinforce/adapter`` for LoRA, ``reinforce/model`` for a full copy).
 
     Returns ``(pair, losses)``: B and R as a ``ModelPair``. A full R needs B beside
     it: a frozen copy of ``model`` is kept before training (twice the memory, as
-    label generation needs both anyway).
+    label generation needs both anyway), unless ``keep_base`` is False (a stage that
+    only trains and saves R). A finished R is reused only if it was trained on the
+    same blocks with the same settings.
     """
-    base = copy.deepcopy(model).eval().requires_grad_(False) if settings.method == "full" else None
-    trained, losses = train_and_save(model, BlockDataset(blocks), run, "reinforce", settings,
-                                     resume=resume, callbacks=callbacks, tok=tok)
+    keep = keep_base and settings.method == "full"
+    base = copy.deepcopy(model).eval().requires_grad_(False) if keep else None
+    trained, losses = train_and_save(model, BlockDataset(blocks), run, "reinforce", settings, resume=resume,
+                                     callbacks=callbacks, tok=tok, inputs={"blocks": tensor_digest(blocks)})
     return ModelPair(trained, base=base), losses
+
+
+def run_stage(run, cfg, device=None, resume: bool = True, keep_base: bool = True):
+    """Notebook 02's heavy work in one call: the target blocks, then R trained on them.
+    Returns ``(pair, tok, blocks, losses)``."""
+    config.set_seed(cfg.seed)
+    settings = planned_settings(cfg, "reinforce")   # GPU profiles: a clear error here if training cannot fit
+    model, tok = models.load_model(cfg.model, device=device)
+    _, blocks = target_blocks(run, cfg, tok)
+    pair, losses = reinforce(model, blocks, run, settings, resume=resume, tok=tok, keep_base=keep_base)
+    return pair, tok, blocks, losses
 
 
 def load_reinforced(run, model_spec: str, method: str, device=None) -> tuple[ModelPair, object]:

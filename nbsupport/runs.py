@@ -15,6 +15,7 @@ never leaves a half-written artifact that a later notebook would trust.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -25,22 +26,31 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
+import torch
 from safetensors.torch import load_file, save_file
 
 from . import config
 
-# Which notebook writes each stage folder; used to tell learners what to run first.
-PRODUCERS = {
-    "baseline": "01_what_does_the_model_know.ipynb",
-    "corpus": "02_reinforcement.ipynb",
-    "reinforce": "02_reinforcement.ipynb",
-    "anchors": "03_anchor_terms.ipynb",
-    "labels": "04_generic_labels.ipynb",
-    "finetune": "05_finetune.ipynb",
-    "evaluate": "06_evaluation.ipynb",
-    "methods": "07_other_methods_and_attacks.ipynb",
-}
+# Which notebook writes each folder of a run; used to tell learners what to run first.
+PRODUCERS = {**config.STAGES, "corpus": config.STAGES["reinforce"]}
 _FIXED = ("model",)  # parameters every notebook of one run must share
+
+
+def tensor_digest(*tensors) -> str:
+    """A short SHA-256 of tensors' shapes, dtypes and contents: the identity of the
+    data a stage was made from (blocks, labels), recorded so a later change is seen."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def is_main_process() -> bool:
+    """True on one process (and on the first of a torchrun / accelerate launch):
+    the one that writes shared records."""
+    return int(os.environ.get("RANK", 0)) == 0
 
 
 class MissingArtifactError(FileNotFoundError):
@@ -224,7 +234,8 @@ def inherited_config(run_dir: str | os.PathLike, profile: str, stage: str, **ove
         raise ValueError(f"unknown stage {stage!r}: choose one of {', '.join(config.STAGES)}")
     cfg = config.resolve(profile, **overrides)
     run = Run(run_dir)
-    for owner in config.STAGES[:config.STAGES.index(stage)]:
+    order = list(config.STAGES)
+    for owner in order[:order.index(stage)]:
         if not run.exists(f"config/{owner}.json"):
             continue
         recorded = run.read_json(f"config/{owner}.json")

@@ -5,6 +5,8 @@
 * ``next_token_probs`` / ``next_token_topk``: the distribution after a prompt;
 * ``complete``: greedy or sampled completions (left padding, batched);
 * ``perplexity`` and ``kl_divergence`` on plain text, chunked the same way.
+* ``drop_pct``, ``rise_pct``, ``share_pct``: the one formula of each change in percent,
+  and ``PERPLEXITY_LIMIT_PCT``, the most perplexity may rise (+3%).
 
 A model here is anything callable like a Hugging Face causal LM. To score the
 baseline of a ``ModelPair``, call these inside ``with pair.base() as B:``.
@@ -398,3 +400,26 @@ def kl_by_text(pair: ModelPair, tok, texts: Sequence[str], block_size: int = TEX
                 logp_b = _next_logprobs(B, input_ids, mask)
             _add_rows(totals, batch, *_kl_rows(logp_m, logp_b, mask))
     return [(kl, int(n)) for kl, n in totals]
+
+
+# ----------------------------------------------------------------- changes against a baseline
+# The course's rule for keeping: an unlearned model may raise perplexity on generic text by at
+# most this many percent over the baseline's (methods' early stopping, finetune's recipe choice).
+PERPLEXITY_LIMIT_PCT = 3.0
+
+
+def drop_pct(before, after):
+    """How much of ``before`` went, in % of it: 100 * (1 - after / before).
+    Numbers or pandas columns (a familiarity drop)."""
+    return 100 * (1 - after / before)
+
+
+def rise_pct(before, after):
+    """How much ``after`` rose over ``before``, in % of it: 100 * (after / before - 1).
+    Numbers or pandas columns (a perplexity rise)."""
+    return 100 * (after / before - 1)
+
+
+def share_pct(part, whole):
+    """``part`` in % of ``whole``: 100 * part / whole. Numbers or pandas columns."""
+    return 100 * part / whole

@@ -12,6 +12,10 @@ and notebook 06 count the same things. The rules:
   "es" only where English adds it, so "scar" does not match "scares";
 * case is ignored unless ``ignore_case=False`` (proper-noun counting in term
   mining is case-sensitive: "Potter" the name, not "potter" the craftsman).
+
+``FUNCTION_WORDS`` are the words no term is made of alone: never a candidate
+anchored term nor a translation (notebook 03), and never a piece of a name
+among the anchor tokens of generic labels (notebook 04).
 """
 from __future__ import annotations
 
@@ -21,6 +25,25 @@ from typing import Iterable
 
 BEFORE = r"(?<!\w)"   # a term starts where no word character precedes it
 AFTER = r"(?!\w)"     # and ends where none follows
+
+# Words a translation may never be (alone), and never a candidate term either.
+FUNCTION_WORDS = frozenset("""
+a about above across after afterwards again against all almost alone along already also although always am
+among an and another any anybody anyone anything anyway anywhere are around as at back be became because
+become becomes been before beforehand behind being below beside besides between beyond both but by can
+cannot could did do does doing done down during each either else elsewhere enough even ever every everyone
+everything everywhere except few first for former formerly from further furthermore had has have having he
+hence her here hers herself him himself his how however i if in indeed instead into is it its itself just
+last later latter least less many may maybe me meanwhile might mine more moreover most mostly much must my
+myself neither never nevertheless next no nobody none nor not nothing now nowhere of off often on once one
+only onto or other others otherwise our ours ourselves out over perhaps please quite rather really same
+second several shall she should since so some somebody someone something sometimes somewhere still such
+than that the their theirs them themselves then there thereafter therefore these they this those though
+through throughout thus to together too toward towards under unless until up upon us very via was we well
+were what whatever when whenever where whereas wherever whether which while who whoever whole whom whose
+why will with within without would yes yet you your yours yourself yourselves
+q a oh ok okay hello thanks thank fun note see
+""".split())
 
 
 @lru_cache(maxsize=8192)

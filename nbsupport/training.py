@@ -18,6 +18,7 @@ import copy
 import json
 import os
 import re
+import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -30,7 +31,8 @@ from transformers import (PrinterCallback, Trainer, TrainerControl, TrainerState
 
 from . import memory
 from .config import show_progress
-from .runs import write_text_atomic
+from .precision import CpuBf16Autocast, master_weights_in_fp32, on_gpu
+from .runs import is_main_process, write_text_atomic
 
 
 class TrainingError(RuntimeError):
@@ -152,12 +154,12 @@ def fit_to_memory(settings: TrainSettings, shape: "memory.ModelShape | None", se
     fits = memory.largest_batch(shape, gpu_bytes, limit=settings.batch_size, **kw)
     if fits == 0:
         memory.check_fits(memory.plan(shape, batch_size=1, **kw), gpu_bytes, shape)
-    if not quiet and _is_main_process():
+    if not quiet and is_main_process():
         print(memory.plan(shape, batch_size=fits, **kw))
     if fits == settings.batch_size:
         return settings
     batch, accum = memory.split_global_batch(settings.batch_size * settings.grad_accum * processes, processes, fits)
-    if not quiet and _is_main_process():
+    if not quiet and is_main_process():
         print(f"batch per GPU lowered to fit: {batch} x {accum} accumulation x {processes} process(es) "
               f"(the global batch of {settings.batch_size} x {settings.grad_accum} x {processes} is kept)")
     return replace(settings, batch_size=batch, grad_accum=accum)
@@ -170,10 +172,6 @@ def _gpu_bytes_left_for(model) -> int | None:
         return None
     mine = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()] if t.is_cuda)
     return total - max(0, torch.cuda.memory_allocated() - mine)
-
-
-def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", 0)) == 0
 
 
 def attach_lora(model, settings: TrainSettings):
@@ -201,54 +199,6 @@ def enable_checkpointing(model, reentrant: bool = False) -> None:
     model.enable_input_require_grads()
 
 
-def cpu_has_native_bf16() -> bool:
-    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles).
-
-    There bf16 autocast trains the course's LoRA about 1.4x faster than fp32
-    (``benchmarks/cpu_precision.py``); elsewhere bf16 is emulated and slower.
-    """
-    checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    return any(check() for check in checks if check is not None)
-
-
-class _CpuBf16Autocast:
-    """A Trainer mixin: the loss (forward passes included) runs under bf16 autocast
-    on the CPU; the backward pass follows the forward's dtypes.
-
-    The Trainer's own ``bf16=True`` would hand this to accelerate, which wraps the
-    model's ``forward`` in autocast for good: the callbacks' step measures and every
-    measure after training would then run in bf16 too. Here only the loss does.
-    """
-
-    def autocast_smart_context_manager(self, cache_enabled: bool | None = True):
-        return torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=cache_enabled)
-
-
-def _master_weights_in_fp32(model, cpu_bf16: bool | None = None) -> tuple[dict, bool]:
-    """Make every trainable weight fp32; return the Trainer's GPU autocast flags and
-    whether the loss runs under bf16 autocast on the CPU.
-
-    A model loaded in bf16 or fp16 must not be *trained* in it: at the paper's
-    learning rate of 1e-6 most bf16 updates round to nothing, and fp16 full
-    finetuning with a grad scaler fails on fp16 master weights. So the weights that
-    train are kept in fp32 (the frozen base of a LoRA model may stay in half
-    precision) and the forward pass runs under bf16/fp16 autocast on a GPU.
-
-    On the CPU the weights are fp32 and the loss runs under bf16 autocast when
-    ``cpu_bf16`` says so (None: where the CPU has native bf16). Only the loss
-    does: the step measures and every measure after training stay in fp32.
-    """
-    half = {p.dtype for p in model.parameters()} & {torch.bfloat16, torch.float16}
-    for param in model.parameters():
-        if param.requires_grad and param.dtype != torch.float32:
-            param.data = param.data.float()
-    if not _on_gpu(model):
-        return {}, cpu_has_native_bf16() if cpu_bf16 is None else cpu_bf16
-    if not half:
-        return {}, False
-    return {"bf16": torch.bfloat16 in half, "fp16": torch.bfloat16 not in half}, False
-
-
 def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, settings: TrainSettings,
           resume: bool = True, callbacks: Sequence = (), progress: bool = True, trainer_class=None):
     """Train ``model`` in place; return the Trainer (its ``state.log_history`` has the losses).
@@ -264,10 +214,10 @@ def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, sett
     if last and record.exists() and record.read_text() != mine:
         raise TrainingError(f"the checkpoints in {output_dir} were made with other settings "
                             "(or another number of processes); delete that folder or train with resume=False")
-    if _is_main_process():
+    if is_main_process():
         write_text_atomic(record, mine)
-    on_gpu = _on_gpu(model)
-    precision, cpu_bf16 = _master_weights_in_fp32(model, settings.cpu_bf16)
+    gpu = on_gpu(model)
+    precision, cpu_bf16 = master_weights_in_fp32(model, settings.cpu_bf16)
     if settings.gradient_checkpointing and os.environ.get("FSDP_ACTIVATION_CHECKPOINTING") != "true":
         enable_checkpointing(model)   # (under FSDP, its own checkpointing is set in the accelerate config)
     args = TrainingArguments(
@@ -276,11 +226,11 @@ def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, sett
         gradient_accumulation_steps=settings.grad_accum, warmup_steps=settings.warmup_steps,
         lr_scheduler_type="linear", logging_steps=settings.logging_steps, save_strategy="steps",
         save_steps=settings.save_steps, save_total_limit=2, seed=settings.seed, report_to="none",
-        disable_tqdm=not show_progress(progress), remove_unused_columns=False, use_cpu=not on_gpu,
-        dataloader_pin_memory=on_gpu, **precision)
+        disable_tqdm=not show_progress(progress), remove_unused_columns=False, use_cpu=not gpu,
+        dataloader_pin_memory=gpu, **precision)
     trainer_class = trainer_class or Trainer
     if cpu_bf16:
-        trainer_class = type(trainer_class.__name__, (_CpuBf16Autocast, trainer_class), {})
+        trainer_class = type(trainer_class.__name__, (CpuBf16Autocast, trainer_class), {})
     trainer = trainer_class(model=model, args=args, train_dataset=dataset,
                                          data_collator=default_data_collator, callbacks=list(callbacks))
     if not progress:  # quiet means quiet: no loss dict printed at every logging step either
@@ -311,7 +261,7 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
 
 def train_and_save(model, dataset: torch.utils.data.Dataset, run, out: str, settings: TrainSettings,
                    resume: bool = True, callbacks: Sequence = (), trainer_class=None, tok=None,
-                   save_merged: bool = False):
+                   save_merged: bool = False, inputs: dict[str, str] | None = None):
     """The skeleton both stages share: attach LoRA (or unfreeze all weights), train,
     save to ``<out>/adapter`` (LoRA) or ``<out>/model`` (full), losses to
     ``<out>/losses.json``, and with ``save_merged`` full weights with the adapter
@@ -320,16 +270,32 @@ def train_and_save(model, dataset: torch.utils.data.Dataset, run, out: str, sett
 
     With ``resume``, a training already finished with the same settings (the same
     global batch, on any number of processes: e.g. by ``python -m nbsupport stage``
-    under ``accelerate launch``) is not repeated: its saved weights are loaded into
-    ``model`` and its losses read back, and each callback's ``on_train_begin`` is
-    called at the final step, as on a resume at the end.
+    under ``accelerate launch``) from the same ``inputs`` is not repeated: its saved
+    weights are loaded into ``model`` and its losses read back, and each callback's
+    ``on_train_begin`` is called at the final step, as on a resume at the end.
+
+    ``inputs`` names what the training is made from, by digest (the blocks, the
+    labels, the retain text, ...); it is recorded in ``<out>/inputs.json``. When an
+    input changed since, the earlier training (finished or interrupted) is stale: it
+    is trained again from the start, and a message names the inputs that changed.
 
     Returns ``(trained model, losses)``; a LoRA model is a PeftModel around ``model``.
     """
     final = f"{out}/adapter" if settings.method == "lora" else f"{out}/model"
+    inputs = dict(inputs or {})
+    changed = stale_inputs(run, out, inputs)
+    if changed:
+        if is_main_process():
+            print(f"{out}: made from another {' and '.join(changed)}: training again from the start")
+            for name in ("checkpoints", "trained.json"):
+                path = run.path(f"{out}/{name}")
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        _wait_for_everyone()
     done = finished_training(run, out, settings) if resume else None
     if done is not None:
         return _reuse_finished(model, run, out, final, settings, done, callbacks, tok, save_merged)
+    if is_main_process():
+        run.write_json(f"{out}/inputs.json", inputs)
     if settings.memory_check:
         seq_len = int(dataset[0]["input_ids"].shape[-1])
         settings = fit_to_memory(settings, memory.ModelShape.from_config(model.config.to_dict()), seq_len,
@@ -361,13 +327,6 @@ def _processes() -> int:
     return int(os.environ.get("WORLD_SIZE", 1))
 
 
-def _on_gpu(model) -> bool:
-    """Train on the GPU: the model is there, or FSDP will shard it there from the CPU."""
-    if next(model.parameters()).device.type == "cuda":
-        return True
-    return memory.launch_environment()[1] and torch.cuda.is_available()
-
-
 def _record(settings: TrainSettings) -> str:
     """The settings a checkpoint can be resumed with (the process count included when > 1)."""
     extra = {"processes": _processes()} if _processes() > 1 else {}
@@ -382,6 +341,21 @@ def _global_form(settings: TrainSettings) -> dict:
     record.pop("gradient_checkpointing")
     record.pop("memory_check")
     return record
+
+
+def stale_inputs(run, out: str, inputs: dict[str, str]) -> list[str]:
+    """The names of the inputs that differ from those ``out`` was trained from (all
+    of them for a training that recorded none); [] when nothing is there yet."""
+    if not run.exists(f"{out}/inputs.json"):
+        trained_before = run.exists(f"{out}/trained.json") or run.exists(f"{out}/checkpoints")
+        return sorted(inputs) or ["inputs"] if trained_before else []
+    recorded = run.read_json(f"{out}/inputs.json")
+    return sorted(k for k in set(recorded) | set(inputs) if recorded.get(k) != inputs.get(k))
+
+
+def _wait_for_everyone() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def finished_training(run, out: str, settings: TrainSettings) -> dict | None:
@@ -403,7 +377,7 @@ def _reuse_finished(model, run, out: str, final: str, settings: TrainSettings, d
         load_weights(model, run.require(final))
     model.eval()
     losses = run.read_json(f"{out}/losses.json")
-    if save_merged and settings.method == "lora" and not run.exists(f"{out}/merged") and _is_main_process():
+    if save_merged and settings.method == "lora" and not run.exists(f"{out}/merged") and is_main_process():
         save_merged_copy(model, run, f"{out}/merged", tok)
     state = TrainerState(global_step=done["global_step"], max_steps=done["global_step"])
     for callback in callbacks:

@@ -25,8 +25,8 @@ def _fp32_training_in_process(monkeypatch):
     about the algorithms, not bf16 rounding (a 32-wide model feels it far more than
     a real one). Tests of the bf16 path ask for it with ``cpu_bf16=True``; the
     notebook and multi-process tests run in their own processes with the default."""
-    from nbsupport import training
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    from nbsupport import precision
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
 
 
 def _tiny_tokenizer():

@@ -80,3 +80,32 @@ def test_batch_runs_also_quiet_the_libraries_bars(monkeypatch):
         hf_logging.enable_progress_bar()
         from huggingface_hub.utils import enable_progress_bars
         enable_progress_bars()
+
+
+@pytest.mark.parametrize("name, value, allowed", [
+    ("alpha", -1.0, ">= 0"), ("top_k", 0, ">= 1"), ("n_token_probes", 0, ">= 1"), ("finetune_lr", 0, "> 0"),
+    ("reinforce_method", "ful", "one of 'lora', 'full'"), ("finetune_recipes", ["paper", "sof+kl"], "one of"),
+    ("sweep_lrs", [1e-4, -1e-4], "> 0"), ("methods", ["ga", "rmu"], "one of"), ("block_size", 4, ">= 8"),
+])
+def test_out_of_range_values_are_refused_naming_the_parameter_and_its_range(name, value, allowed):
+    with pytest.raises(config.ConfigError, match=f"parameter {name.upper()}: .*must be {allowed}.*got"):
+        config.resolve("cpu", **{name: value})
+
+
+def test_every_profile_value_is_in_range_and_declared_once():
+    for profile, values in config.PROFILES.items():
+        assert list(values) == list(config.PARAMS), profile
+        for name, value in values.items():
+            config.check_type(name, value)
+
+
+def test_the_declared_choices_are_the_packages_own():
+    from nbsupport import finetune, methods
+
+    assert set(config.PARAMS["finetune_recipes"].choices) == set(finetune.RECIPES)
+    assert set(config.PARAMS["methods"].choices) == set(methods.METHODS)
+
+
+def test_a_notebook_passes_exactly_the_parameters_its_cell_declares():
+    cell = {"PROFILE": "cpu", "RUN_DIR": "runs/x", "ALPHA": 2.5, "TOP_K": None, "INTERACTIVE": False, "alpha": 9}
+    assert config.notebook_parameters(cell) == {"alpha": 2.5, "top_k": None}

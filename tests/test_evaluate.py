@@ -15,7 +15,7 @@ import torch
 import nbsupport
 from conftest import make_tiny_model
 from fake_llm import answer
-from nbsupport import corpus, evaluate, probe, scoring
+from nbsupport import corpus, evaluate, measure_memo, probe, scoring
 from nbsupport.llm_client import LLMError
 from nbsupport.pair import ModelPair
 
@@ -465,13 +465,13 @@ def test_scoring_sums_per_text_add_up_to_the_sums_over_all_texts(tiny_model, tin
 
 def test_a_memo_measures_each_probe_and_text_once(tmp_path, tiny_model, tiny_tokenizer):
     other = make_tiny_model(len(tiny_tokenizer), seed=1)
-    identity = evaluate.model_identity(other, "tiny")
+    identity = measure_memo.model_identity(other, "tiny")
     everything = dict(knowledge_probes=MEMO_GK, eval_texts=TEXTS, kl_pair=ModelPair(other, base=tiny_model),
                       extra_token_probes={"indirect": MEMO_TOKEN[3:]})
     plain, plain_tables = evaluate.measure(other, tiny_tokenizer, MEMO_TOKEN, **everything, batch_size=2)
     path = tmp_path / "measures.json"
     first, first_tables = evaluate.measure(other, tiny_tokenizer, MEMO_TOKEN, **everything, batch_size=2,
-                                           memo=evaluate.MeasureMemo(path, identity))
+                                           memo=measure_memo.MeasureMemo(path, identity))
     assert first == pytest.approx(plain, rel=1e-6) and path.is_file()
     pd.testing.assert_frame_equal(first_tables["token"], plain_tables["token"], rtol=1e-6)
     pd.testing.assert_frame_equal(first_tables["knowledge"], plain_tables["knowledge"])
@@ -482,7 +482,7 @@ def test_a_memo_measures_each_probe_and_text_once(tmp_path, tiny_model, tiny_tok
     light = dict(knowledge_probes=MEMO_GK[:1], eval_texts=TEXTS[1:3], extra_token_probes={"indirect": MEMO_TOKEN[4:]},
                  kl_reference=reference)
     fresh, fresh_tables = evaluate.measure(other, tiny_tokenizer, MEMO_TOKEN[:3], **light, batch_size=2)
-    memo = evaluate.MeasureMemo(path, identity)
+    memo = measure_memo.MeasureMemo(path, identity)
     rows, hook = _counting(other)
     try:
         again, again_tables = evaluate.measure(other, tiny_tokenizer, MEMO_TOKEN[:3], **light, batch_size=2, memo=memo)
@@ -490,7 +490,7 @@ def test_a_memo_measures_each_probe_and_text_once(tmp_path, tiny_model, tiny_tok
         hook.remove()
     assert rows == [] and memo.reads == 3 + 1 + 1 + 2 + 1   # token, indirect, knowledge, texts, KL text
     # a first measure reads nothing back, though its KL passes already scored the reference text's NLL
-    new = evaluate.MeasureMemo(tmp_path / "new.json", identity)
+    new = measure_memo.MeasureMemo(tmp_path / "new.json", identity)
     evaluate.measure(other, tiny_tokenizer, MEMO_TOKEN[:3], **{**light, "eval_texts": TEXTS}, memo=new)
     assert new.reads == 0
     assert again == pytest.approx(fresh, rel=1e-5)
@@ -501,7 +501,7 @@ def test_a_memo_measures_each_probe_and_text_once(tmp_path, tiny_model, tiny_tok
     rows, hook = _counting(other)
     try:
         numbers, tables = evaluate.measure(other, tiny_tokenizer, edited, eval_texts=TEXTS[:1] + ["A new text here."],
-                                           memo=evaluate.MeasureMemo(path, identity))
+                                           memo=measure_memo.MeasureMemo(path, identity))
     finally:
         hook.remove()
     assert rows and tables["token"].p_target.tolist()[1:] == pytest.approx(fresh_tables["token"].p_target.tolist()[1:])
@@ -509,7 +509,7 @@ def test_a_memo_measures_each_probe_and_text_once(tmp_path, tiny_model, tiny_tok
     assert tables["token"].p_target[0] == pytest.approx(expected, rel=1e-6)
     assert numbers["perplexity"] == pytest.approx(scoring.perplexity(other, tiny_tokenizer, TEXTS[:1] + ["A new text here."]),
                                                   rel=1e-6)
-    assert evaluate.MeasureMemo(path, identity).reads == 0   # counts this session's reads only
+    assert measure_memo.MeasureMemo(path, identity).reads == 0   # counts this session's reads only
     saved = json.loads(path.read_text())
     assert len(saved["probes"]["token"]) == len(MEMO_TOKEN) + 1 and len(saved["texts"]) == len(TEXTS) + 1
 
@@ -517,10 +517,11 @@ def test_a_memo_measures_each_probe_and_text_once(tmp_path, tiny_model, tiny_tok
 def test_a_memo_of_another_model_is_not_read(tmp_path, tiny_model, tiny_tokenizer):
     path = tmp_path / "measures.json"
     evaluate.measure(tiny_model, tiny_tokenizer, MEMO_TOKEN, eval_texts=TEXTS[:1],
-                     memo=evaluate.MeasureMemo(path, evaluate.model_identity(tiny_model, "tiny")))
+                     memo=measure_memo.MeasureMemo(path, measure_memo.model_identity(tiny_model, "tiny")))
     other = make_tiny_model(len(tiny_tokenizer), seed=1)
-    for identity in (evaluate.model_identity(other, "tiny-2"), {**evaluate.model_identity(other, "tiny"), "dtype": "x"}):
-        memo = evaluate.MeasureMemo(path, identity)
+    for identity in (measure_memo.model_identity(other, "tiny-2"),
+                     {**measure_memo.model_identity(other, "tiny"), "dtype": "x"}):
+        memo = measure_memo.MeasureMemo(path, identity)
         numbers, tables = evaluate.measure(other, tiny_tokenizer, MEMO_TOKEN, eval_texts=TEXTS[:1], memo=memo)
         assert memo.reads == 0
         expected = probe.token_familiarity(other, tiny_tokenizer, MEMO_TOKEN, progress=False)
@@ -532,19 +533,64 @@ def test_model_identity_follows_the_adapter_files(tmp_path, tiny_model):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_model.safetensors").write_bytes(b"weights one")
-    first = evaluate.model_identity(tiny_model, "tiny", adapter)
-    assert first == evaluate.model_identity(tiny_model, "tiny", adapter) and first["adapter_sha256"]
+    first = measure_memo.model_identity(tiny_model, "tiny", adapter)
+    assert first == measure_memo.model_identity(tiny_model, "tiny", adapter) and first["adapter_sha256"]
     (adapter / "adapter_model.safetensors").write_bytes(b"weights two")   # retrained
-    assert evaluate.model_identity(tiny_model, "tiny", adapter) != first
-    assert evaluate.model_identity(tiny_model, "tiny")["adapter_sha256"] is None
-    assert evaluate.model_identity(tiny_model, "tiny")["device"] == "cpu"
+    assert measure_memo.model_identity(tiny_model, "tiny", adapter) != first
+    assert measure_memo.model_identity(tiny_model, "tiny")["adapter_sha256"] is None
+    assert measure_memo.model_identity(tiny_model, "tiny")["device"] == "cpu"
     with pytest.raises(FileNotFoundError, match="adapter directory"):
-        evaluate.model_identity(tiny_model, "tiny", tmp_path / "nowhere")
+        measure_memo.model_identity(tiny_model, "tiny", tmp_path / "nowhere")
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"identity": {}, "probes": []}', "\udcff"])
 def test_a_broken_memo_is_refused_with_what_to_do(tmp_path, tiny_model, content):
     path = tmp_path / "measures.json"
     path.write_bytes(content.encode("utf-8", "surrogateescape"))
-    with pytest.raises(evaluate.MemoError, match="delete it"):
-        evaluate.MeasureMemo(path, evaluate.model_identity(tiny_model, "tiny"))
+    with pytest.raises(measure_memo.MemoError, match="delete it"):
+        measure_memo.MeasureMemo(path, measure_memo.model_identity(tiny_model, "tiny"))
+
+
+# ----------------------------------------------------------------- one formula per change, the course's measures
+def test_drop_rise_and_share_in_percent_are_the_formulas_of_the_course():
+    assert scoring.drop_pct(0.244, 0.006) == pytest.approx(97.54, abs=0.01)       # the paper's drop
+    assert scoring.rise_pct(20.0, 20.6) == pytest.approx(3.0)
+    assert scoring.share_pct(0.1, 0.4) == pytest.approx(25.0)
+    assert scoring.drop_pct(0.2, 0.3) < 0 and scoring.rise_pct(20.0, 19.0) < 0     # worse / better: the sign says
+    assert scoring.PERPLEXITY_LIMIT_PCT == 3.0
+    torch.manual_seed(0)
+    for before, after in (torch.rand(50, 2).double() + 0.01).tolist():   # bit for bit the formulas they replaced
+        assert scoring.drop_pct(before, after) == 100 * (1 - after / before)
+        assert scoring.rise_pct(before, after) == 100 * (after / before - 1)
+        assert scoring.share_pct(after, before) == 100 * after / before
+    column = pd.Series([0.1, 0.2])
+    assert scoring.drop_pct(column, column / 2).tolist() == pytest.approx([50.0, 50.0])
+    rel = evaluate.relative_to({"token_familiarity": 0.244, "perplexity": 20.0},
+                               {"token_familiarity": 0.006, "perplexity": 20.6})
+    assert rel == {"familiarity_drop": scoring.drop_pct(0.244, 0.006), "perplexity_rise": scoring.rise_pct(20.0, 20.6)}
+
+
+def _cfg(**over):
+    from nbsupport import config
+    return config.Config({"n_token_probes": 10, "n_knowledge_probes": 6, "eval_completions": 3, "eval_text_files": 4,
+                          "kl_text_files": 1, "completion_tokens": 40, **over})
+
+
+def test_the_course_measures_take_the_profiles_probes_and_texts():
+    cfg = _cfg()
+    full = evaluate.full_inputs(cfg)
+    assert [len(full[k]) for k in ("token_probes", "knowledge_probes", "completion_prompts")] == [10, 6, 3]
+    assert len(full["extra_token_probes"]["indirect"]) == 10 and full["unique_terms"]
+    assert full["eval_texts"] == corpus.heldout_texts(limit=4) and full["kl_texts"] == corpus.heldout_texts(limit=1)
+    assert full["nearby_texts"] == corpus.load_eval_texts("nearby")[:4]
+    light = evaluate.light_inputs(full, cfg)
+    assert set(light) == {"token_probes", "extra_token_probes", "knowledge_probes", "eval_texts"}
+    assert light["token_probes"] is full["token_probes"] and light["eval_texts"] == corpus.heldout_texts(limit=4)
+    assert evaluate.light_inputs(full, _cfg(eval_text_files=None))["eval_texts"] == corpus.heldout_texts(limit=5)
+    seven = evaluate.methods_inputs(cfg)
+    report = probe.split(probe.load_probes("hp_token"), "report")
+    assert seven["token_probes"] == report[:10] and seven["completion_tokens"] == 24
+    assert all(p in probe.split(probe.load_probes("hp_indirect"), "report") for p in seven["extra_token_probes"]["indirect"])
+    assert seven["completion_prompts"] == probe.split(probe.load_probes("hp_completion"), "report")[:6]
+    assert seven["eval_texts"] == corpus.heldout_texts(limit=3) and "kl_texts" not in seven
+

@@ -29,7 +29,7 @@ def label_run(tmp_path_factory, tiny_tokenizer):
 
 def _hard_loss(model, data):
     with torch.no_grad():
-        return model(input_ids=data["input_ids"], labels=data["labels@5"]).loss.item()
+        return model(input_ids=data.input_ids, labels=data.labels(5)).loss.item()
 
 
 def test_finetuning_lowers_the_loss_on_generic_labels(label_run, tiny_tokenizer):
@@ -54,11 +54,11 @@ def test_lora_result_is_saved_as_adapter_and_merged_weights(label_run, tiny_toke
     assert (label_run.path("ft-lora/adapter/adapter_config.json")).is_file()
     merged, _ = models.load_model(label_run.path("ft-lora/merged"), device="cpu")
     with torch.no_grad():
-        assert torch.allclose(merged(input_ids=data["input_ids"][:2]).logits,
-                              U(input_ids=data["input_ids"][:2]).logits, atol=1e-4)
+        assert torch.allclose(merged(input_ids=data.input_ids[:2]).logits,
+                              U(input_ids=data.input_ids[:2]).logits, atol=1e-4)
         with U.disable_adapter():
-            assert not torch.allclose(merged(input_ids=data["input_ids"][:2]).logits,
-                                      U(input_ids=data["input_ids"][:2]).logits, atol=1e-4)
+            assert not torch.allclose(merged(input_ids=data.input_ids[:2]).logits,
+                                      U(input_ids=data.input_ids[:2]).logits, atol=1e-4)
 
 
 def test_soft_cross_entropy_against_brute_force():
@@ -85,36 +85,6 @@ def test_soft_cross_entropy_against_brute_force():
     hard = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11), hard_lab[:, 1:].reshape(-1))
     assert finetune.soft_cross_entropy(logits, ids, onehot_vals, lab).item() == pytest.approx(hard.item(), rel=1e-4)
 
-
-
-def test_drop_original_takes_the_texts_token_out_of_the_soft_target_where_the_label_differs():
-    torch.manual_seed(1)
-    logits = torch.randn(2, 5, 11)
-    text = torch.tensor([[3, 1, 2, 9, 4], [0, 5, 6, 7, 8]])
-    ids = torch.randint(0, 11, (2, 5, 4))
-    ids[..., 1] = text                                  # the text's own token is in every top-k, second
-    vals = torch.randn(2, 5, 4)
-    lab = torch.tensor([[-100, 1, 7, -100, 4], [-100, 2, 6, 3, 8]])   # differs at (0, 2), (1, 1), (1, 3)
-    got = finetune.soft_cross_entropy(logits, ids, vals, lab, input_ids=text)
-    total, n = 0.0, 0
-    for b in range(2):
-        for t in range(4):
-            if lab[b, t + 1] == -100:
-                continue
-            v = vals[b, t + 1].clone()
-            if lab[b, t + 1] != text[b, t + 1]:
-                v[ids[b, t + 1] == text[b, t + 1]] = float("-inf")
-            target = torch.softmax(v, -1)
-            logp = torch.log_softmax(logits[b, t], -1)
-            total += -(target * logp[ids[b, t + 1]]).sum().item()
-            n += 1
-    assert got.item() == pytest.approx(total / n, rel=1e-5)
-    assert got.item() != pytest.approx(finetune.soft_cross_entropy(logits, ids, vals, lab).item(), rel=1e-3)
-    same = torch.where(lab == -100, lab, text)           # the label agrees with the text everywhere: nothing drops
-    assert finetune.soft_cross_entropy(logits, ids, vals, same, input_ids=text).item() == pytest.approx(
-        finetune.soft_cross_entropy(logits, ids, vals, same).item(), rel=1e-6)
-    with pytest.raises(ValueError, match="targets='soft'"):
-        finetune.make_trainer_class("hard", 0.0, drop_original=True)
 
 
 def _retain(tok):
@@ -151,8 +121,7 @@ def test_soft_kl_loss_is_soft_cross_entropy_plus_the_kl_term(label_run, tiny_tok
     retain = _retain(tiny_tokenizer)
     model = get_peft_model(make_tiny_model(len(tiny_tokenizer), seed=4),
                            LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).eval()
-    dataset = finetune.LabelDataset(data["input_ids"], data["labels@5"], data["topk_ids@5"],
-                                    data["topk_values@5"], retain)
+    dataset = finetune.LabelDataset(data.input_ids, data.labels(5), *data.soft(5), retain)
     batch = {k: torch.stack([dataset[i][k] for i in range(3)]) for k in dataset[0]}
     trainer = finetune.make_trainer_class("soft", 0.5).__new__(finetune.make_trainer_class("soft", 0.5))
     got = finetune.make_trainer_class("soft", 0.5).compute_loss(trainer, model, dict(batch))
@@ -262,3 +231,40 @@ def test_the_recipe_is_chosen_by_measurement_within_the_cost_limit():
     assert finetune.recipe_choice({"b": hist(0.01, 22.0)}) == ("b", "the only recipe trained")
     with pytest.raises(ValueError, match="no recipe"):
         finetune.choose_recipe({})
+
+
+def test_a_finished_finetune_is_reused_only_from_the_same_labels(label_run, tiny_tokenizer, capsys):
+    """Finished trainings are keyed on their inputs: after the labels change (notebook 04
+    rerun with another dictionary or R), the old adapter is not loaded as if current."""
+    data = labels.load(label_run)
+    settings = training.TrainSettings(learning_rate=1e-2, batch_size=4, max_steps=2, lora_r=4, save_steps=100)
+    tok = tiny_tokenizer
+    finetune.finetune(make_tiny_model(len(tok), seed=4), data, 5.0, label_run, settings, out="ft-keyed",
+                      save_merged=False)
+    first = label_run.read_json("ft-keyed/inputs.json")
+    capsys.readouterr()
+    finetune.finetune(make_tiny_model(len(tok), seed=4), data, 5.0, label_run, settings, out="ft-keyed",
+                      save_merged=False)
+    assert "training already finished" in capsys.readouterr().out          # same inputs: reused
+    changed = labels.GenericLabels(data.input_ids, {5.0: data.labels(5).roll(1, dims=1)},
+                                   data.topk_ids, data.topk_values)
+    finetune.finetune(make_tiny_model(len(tok), seed=4), changed, 5.0, label_run, settings, out="ft-keyed",
+                      save_merged=False)
+    out = capsys.readouterr().out
+    assert "made from another labels: training again" in out and "already finished" not in out
+    assert label_run.read_json("ft-keyed/inputs.json")["labels"] != first["labels"]
+    # the soft recipe with its retain text is another set of inputs again
+    finetune.finetune(make_tiny_model(len(tok), seed=4), data, 5.0, label_run, settings, out="ft-keyed",
+                      targets="soft", kl_weight=1.0, retain=_retain(tok), save_merged=False)
+    assert {"labels", "recipe", "retain"} <= set(label_run.read_json("ft-keyed/inputs.json"))
+    assert "training again" in capsys.readouterr().out
+
+
+def test_a_training_from_before_inputs_were_recorded_is_stale(tmp_path):
+    run = runs.Run(tmp_path)
+    assert training.stale_inputs(run, "x", {"blocks": "a"}) == []              # nothing there yet
+    run.write_json("x/trained.json", {"settings": {}, "global_step": 1})
+    assert training.stale_inputs(run, "x", {"blocks": "a"}) == ["blocks"]      # trained, inputs unknown
+    run.write_json("x/inputs.json", {"blocks": "a"})
+    assert training.stale_inputs(run, "x", {"blocks": "a"}) == []
+    assert training.stale_inputs(run, "x", {"blocks": "b", "retain": "c"}) == ["blocks", "retain"]

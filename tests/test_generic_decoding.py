@@ -13,6 +13,7 @@ from conftest import make_tiny_pair
 
 from nbsupport import scoring
 from nbsupport import generic_decoding as gd
+from nbsupport import pair_views as pv
 
 ALPHA = 5.0
 PROMPTS = ["Harry Potter studies magic at a school", "The cat", "Ron and Hermione are"]
@@ -151,10 +152,10 @@ def test_cache_reads_only_the_new_token(pair, tiny_tokenizer):
 def test_stacked_forward_equals_two_calls(shared_pair, tiny_tokenizer):
     ids, mask = left_padded(tiny_tokenizer, PROMPTS)
     pos = gd.positions(mask)
-    assert gd.can_stack(shared_pair)
-    with torch.no_grad(), gd.TwoViews(shared_pair, len(ids), cache=False, stack=True) as views:
+    assert pv.can_stack(shared_pair)
+    with torch.no_grad(), pv.TwoViews(shared_pair, len(ids), cache=False, stack=True) as views:
         v_b1, v_r1 = views(ids, mask, pos)
-    with torch.no_grad(), gd.TwoViews(shared_pair, len(ids), cache=False, stack=False) as views:
+    with torch.no_grad(), pv.TwoViews(shared_pair, len(ids), cache=False, stack=False) as views:
         v_b2, v_r2 = views(ids, mask, pos)
     with torch.no_grad():                    # the per-row hooks are gone: a plain call is R again
         plain = shared_pair.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
@@ -178,9 +179,9 @@ def test_stacked_rows_equal_two_calls(shared_pair, tiny_tokenizer, rows):
     """R's LoRA on the second half of the batch, by slicing or by PEFT's mixed batch."""
     ids, mask = left_padded(tiny_tokenizer, PROMPTS)
     pos, real = gd.positions(mask), mask.bool()
-    with torch.no_grad(), gd.TwoViews(shared_pair, len(ids), cache=False, stack=True, rows=rows) as views:
+    with torch.no_grad(), pv.TwoViews(shared_pair, len(ids), cache=False, stack=True, rows=rows) as views:
         v_b1, v_r1 = views(ids, mask, pos)
-    with torch.no_grad(), gd.TwoViews(shared_pair, len(ids), cache=False, stack=False) as views:
+    with torch.no_grad(), pv.TwoViews(shared_pair, len(ids), cache=False, stack=False) as views:
         v_b2, v_r2 = views(ids, mask, pos)
     torch.testing.assert_close(v_b1[real], v_b2[real], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(v_r1[real], v_r2[real], atol=1e-5, rtol=1e-5)
@@ -189,26 +190,26 @@ def test_stacked_rows_equal_two_calls(shared_pair, tiny_tokenizer, rows):
 
 
 def test_slice_rows_fall_back_to_peft_when_not_plain_lora(shared_pair):
-    assert gd.lora_rows(shared_pair.model, 3) is not None
-    assert gd.lora_rows(shared_pair.model.get_base_model(), 3) is None      # not a PEFT model
+    assert pv.lora_rows(shared_pair.model, 3) is not None
+    assert pv.lora_rows(shared_pair.model.get_base_model(), 3) is None      # not a PEFT model
     layer = next(m for m in shared_pair.model.modules() if hasattr(m, "lora_A"))
     adapter = shared_pair.model.active_adapters[0]
     layer.lora_variant[adapter] = object()                                  # e.g. DoRA
     try:
-        assert gd.lora_rows(shared_pair.model, 3) is None
+        assert pv.lora_rows(shared_pair.model, 3) is None
     finally:
         del layer.lora_variant[adapter]
 
 
 def test_bad_rows_mode(shared_pair):
     with pytest.raises(ValueError, match="rows must be"):
-        gd.TwoViews(shared_pair, 2, rows="gather")
+        pv.TwoViews(shared_pair, 2, rows="gather")
 
 
 def test_stacking_without_peft_private_hooks(shared_pair, tiny_tokenizer, monkeypatch):
     ids, mask = left_padded(tiny_tokenizer, PROMPTS)
     once = gd.decode(shared_pair, ids, mask, ALPHA, 4, return_logits=True)
-    monkeypatch.setattr(gd.TwoViews, "peft_hooks", lambda self: None)   # adapter_names on every call
+    monkeypatch.setattr(pv.TwoViews, "peft_hooks", lambda self: None)   # adapter_names on every call
     per_call = gd.decode(shared_pair, ids, mask, ALPHA, 4, return_logits=True, rows="peft")
     assert torch.equal(once.new_tokens, per_call.new_tokens)
     torch.testing.assert_close(once.logits, per_call.logits)
@@ -330,7 +331,7 @@ def test_wrapper_continues_from_its_own_caches(pair, tiny_tokenizer):
     whole = model(ids).logits
     first = model(ids[:, :5], use_cache=True)
     caches = first[gd._OUTPUT_CACHE]
-    assert isinstance(caches, gd.PairCache) and caches.get_seq_length() == 5
+    assert isinstance(caches, pv.PairCache) and caches.get_seq_length() == 5
     caches.batch_repeat_interleave(2)
     rest = model(ids[:, 5:].repeat(2, 1), **{scoring.cache_kwarg(model): caches}).logits
     torch.testing.assert_close(rest, whole[:, 5:].repeat(2, 1, 1), atol=1e-4, rtol=1e-4)

@@ -170,6 +170,11 @@ def corpus_blocks(tok, size=32):
     return corpus.make_blocks(TEXTS, tok, size)
 
 
+def same(a: labels.GenericLabels, b: labels.GenericLabels) -> bool:
+    ta, tb = a.to_tensors(), b.to_tensors()
+    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
 def test_fast_labels_agree_with_the_reference_label_for_label(tmp_path, tiny_R, tiny_tokenizer):
     tok = tiny_tokenizer
     blocks = corpus_blocks(tok)
@@ -178,19 +183,19 @@ def test_fast_labels_agree_with_the_reference_label_for_label(tmp_path, tiny_R, 
     labels.generate(tiny_R, tok, blocks, run, DICT, alphas, top_k=4, batch_size=3, shard_blocks=4,
                     seed=7, progress=False)
     got = labels.load(run)
-    assert torch.equal(got["input_ids"], blocks)
+    assert torch.equal(got.input_ids, blocks)
     translator = Translator(DICT)
     checked = 0
     for i in range(len(blocks)):
         for alpha in alphas:
             ref = reference_labels(tiny_R, tok, blocks[i].tolist(), translator, alpha, seed=7 + i)
-            assert got[f"labels@{alpha:g}"][i].tolist() == ref, (i, alpha)
+            assert got.labels(alpha)[i].tolist() == ref, (i, alpha)
             checked += sum(r != labels.IGNORE for r in ref)
     assert checked > 100
     for alpha in alphas:  # the top soft target is the hard label, for every alpha
-        trained = got[f"labels@{alpha:g}"] != labels.IGNORE
-        assert torch.equal(got[f"topk_ids@{alpha:g}"][..., 0].long()[trained], got[f"labels@{alpha:g}"][trained])
-    assert not torch.equal(got["topk_values@5"], got["topk_values@0"])
+        trained = got.labels(alpha) != labels.IGNORE
+        assert torch.equal(got.soft(alpha)[0][..., 0].long()[trained], got.labels(alpha)[trained])
+    assert not torch.equal(got.soft(5)[1], got.soft(0)[1])
 
 
 def test_several_alphas_in_one_pass_equal_separate_passes(tmp_path, tiny_R, tiny_tokenizer):
@@ -199,7 +204,7 @@ def test_several_alphas_in_one_pass_equal_separate_passes(tmp_path, tiny_R, tiny
     labels.generate(tiny_R, tiny_tokenizer, blocks, together, DICT, [5.0, 2.5], progress=False)
     alone = runs.Run(tmp_path / "b")
     labels.generate(tiny_R, tiny_tokenizer, blocks, alone, DICT, [2.5], progress=False)
-    assert torch.equal(labels.load(together)["labels@2.5"], labels.load(alone)["labels@2.5"])
+    assert torch.equal(labels.load(together).labels(2.5), labels.load(alone).labels(2.5))
 
 
 def test_deterministic_resumable_and_refuses_other_settings(tmp_path, tiny_R, tiny_tokenizer):
@@ -213,7 +218,7 @@ def test_deterministic_resumable_and_refuses_other_settings(tmp_path, tiny_R, ti
     shards[1].unlink()                      # as if interrupted before shard 1 was written
     labels.generate(tiny_R, tiny_tokenizer, blocks, run, DICT, **kw)
     again = labels.load(run)
-    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert same(first, again)
     with pytest.raises(labels.LabelsError, match="other settings"):
         labels.generate(tiny_R, tiny_tokenizer, blocks, run, DICT, **{**kw, "alphas": [2.0]})
 
@@ -223,7 +228,7 @@ def test_ablations(tmp_path, tiny_R, tiny_tokenizer):
     blocks = corpus_blocks(tok)[:3]
     run = runs.Run(tmp_path)
     labels.generate(tiny_R, tok, blocks, run, None, [5.0], out="labels-reinforcement-only", progress=False)
-    got = labels.load(run, "labels-reinforcement-only")["labels@5"]
+    got = labels.load(run, "labels-reinforcement-only").labels(5)
     # no anchors: every position is trained and reads B and R on the same text
     v_r = tiny_R.model(input_ids=blocks).logits
     with tiny_R.base() as B:
@@ -231,7 +236,7 @@ def test_ablations(tmp_path, tiny_R, tiny_tokenizer):
     expected = generic_logits(v_b, v_r, 5.0).argmax(-1)
     assert torch.equal(got[:, 1:], expected[:, :-1]) and (got[:, 0] == labels.IGNORE).all()
     labels.generate(tiny_R, tok, blocks, run, DICT, [0.0], out="labels-anchors-only", progress=False)
-    anchors_only = labels.load(run, "labels-anchors-only")["labels@0"]
+    anchors_only = labels.load(run, "labels-anchors-only").labels(0)
     assert (anchors_only == labels.IGNORE).sum() > (got == labels.IGNORE).sum()
 
 
@@ -265,7 +270,7 @@ def test_explain_block_matches_generated_labels(tmp_path, tiny_R, tiny_tokenizer
     run = runs.Run(tmp_path)
     labels.generate(tiny_R, tok, blocks, run, DICT, [5.0], seed=3, progress=False)
     table = labels.explain_block(tiny_R, tok, blocks[0].tolist(), Translator(DICT), 5.0, seed=3)
-    stored = labels.load(run)["labels@5"][0]
+    stored = labels.load(run).labels(5)[0]
     for p, row in table.iterrows():
         assert row["trained"] == (stored[p + 1].item() != labels.IGNORE)
         if row["trained"]:
@@ -281,7 +286,7 @@ def test_two_separate_models_give_the_labels_of_the_shared_weights(tmp_path, tin
     for name, pair in (("shared", shared), ("separate", separate)):
         labels.generate(pair, tok, blocks, runs.Run(tmp_path / name), DICT, [5.0], progress=False)
     a, b = labels.load(runs.Run(tmp_path / "shared")), labels.load(runs.Run(tmp_path / "separate"))
-    assert torch.equal(a["labels@5"], b["labels@5"])
+    assert torch.equal(a.labels(5), b.labels(5))
 
 
 @pytest.mark.parametrize("cut", [1, 2, 3, 5])
@@ -313,7 +318,7 @@ def test_sharded_across_processes_gives_the_same_labels_and_resumes_on_another_c
     for rank in range(3):
         labels.generate(tiny_R, tok, blocks, three, DICT, process_index=rank, num_processes=3, **kw)
     a, b = labels.load(one), labels.load(three)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert same(a, b)
     # interrupted on 2 processes (only rank 0 finished), completed on 1
     two = runs.Run(tmp_path / "two")
     labels.generate(tiny_R, tok, blocks, two, DICT, process_index=0, num_processes=2, **kw)
@@ -321,114 +326,72 @@ def test_sharded_across_processes_gives_the_same_labels_and_resumes_on_another_c
         labels.load(two)
     labels.generate(tiny_R, tok, blocks, two, DICT, **kw)
     c = labels.load(two)
-    assert all(torch.equal(a[k], c[k]) for k in a)
+    assert same(a, c)
     with pytest.raises(ValueError, match="process_index"):
         labels.generate(tiny_R, tok, blocks, two, DICT, process_index=2, num_processes=2, **kw)
 
 
-# ----------------------------------------------------------------- the option "inner" (beyond the paper)
-INNER_DICT = AnchorDict([Entry("Boy Who Lived", ["the cat"]), Entry("Gryffindor Tower", ["the castle"]),
-                         Entry("Harry", ["Paris"])])  # translations the tiny tokenizer spells without a lone space
-INNER_TEXT = "Harry was the Boy Who Lived. The Boy Who Lived went up Gryffindor Tower at night."
+def test_generic_labels_by_alpha_round_trip_through_the_shard_keys():
+    ids = torch.arange(6).reshape(2, 3)
+    hard = {5.0: torch.ones(2, 3, dtype=torch.long), 2.5: torch.zeros(2, 3, dtype=torch.long)}
+    soft_ids = {5.0: torch.ones(2, 3, 4, dtype=torch.int32)}
+    soft_values = {5.0: torch.full((2, 3, 4), 0.5, dtype=torch.float16)}
+    g = labels.GenericLabels(ids, hard, soft_ids, soft_values)
+    back = labels.GenericLabels.from_tensors(g.to_tensors())
+    assert same(g, back) and back.alphas == [2.5, 5.0]
+    assert sorted(g.to_tensors()) == ["input_ids", "labels@2.5", "labels@5", "topk_ids@5", "topk_values@5"]
+    with pytest.raises(KeyError, match="no labels for alpha=1; have 2.5, 5"):
+        g.labels(1.0)
+    with pytest.raises(ValueError, match="SOFT_TOP_K"):
+        g.soft(2.5)
+    assert g.digest(5.0) != g.digest(2.5) and g.digest(5.0) != g.digest(5.0, soft=True)
+    joined = labels.GenericLabels.cat([g, back])
+    assert joined.labels(5).shape == (4, 3) and joined.soft(5)[0].shape == (4, 3, 4)
 
 
-def test_inner_positions_are_the_word_starts_inside_anchors_with_the_word_forbidden(tiny_tokenizer):
-    tok = tiny_tokenizer
-    ids = ids_of(tok, INNER_TEXT)
-    plain = labels.align_block(ids, tok, Translator(INNER_DICT), seed=0)
-    a = labels.align_block(ids, tok, Translator(INNER_DICT), seed=0, inner=True)
-    assert a.source == plain.source and a.forbidden == plain.forbidden and plain.inner == []
-    spans = labels._text_and_offsets(tok, ids)[1]
-    expected = []
-    for anchor in a.anchors:        # by hand: the token before each space inside a multi-word anchor
-        members = [p for p, sp in enumerate(spans) if sp[0] < anchor.end and sp[1] > anchor.start]
-        expected += [p for p in members[:-1] if INNER_TEXT[spans[p + 1][0]] == " "]
-    assert [p for p, _ in a.inner] == sorted(expected)
-    assert len(expected) == 5       # Boy|Who|Lived twice (the repeat too), Gryffindor|Tower once
-    vocab_text = {i: tok.decode([i]).strip().lower() for i in range(len(tok))}
-    words = {}
-    for p, forbidden in a.inner:
-        rest = INNER_TEXT[spans[p + 1][0]:]
-        word = rest.split()[0].strip(".").lower()       # the anchor's next word: who, lived, tower
-        words[p] = word
-        spelling = {i for i, t in vocab_text.items() if t and word.startswith(t)}
-        assert set(forbidden) == spelling | {ids[p + 1]}, (p, word)
-    assert sorted(set(words.values())) == ["lived", "tower", "who"]
+def test_label_alphas_are_the_runs_half_twice_and_zero():
+    assert labels.label_alphas(5.0) == [5.0, 2.5, 10.0, 0.0]
+    assert labels.label_alphas(2.0) == [2.0, 1.0, 4.0, 0.0]
 
 
-@torch.no_grad()
-def test_inner_labels_come_from_B_and_R_on_the_original_and_never_spell_the_word(tmp_path, tiny_R, tiny_tokenizer):
-    tok = tiny_tokenizer
-    blocks = corpus.make_blocks((INNER_TEXT + " ") * 6, tok, 48)
-    plain_run, inner_run = runs.Run(tmp_path / "plain"), runs.Run(tmp_path / "inner")
-    kw = dict(alphas=[5.0, 0.0], top_k=4, batch_size=2, shard_blocks=2, seed=3, progress=False)
-    labels.generate(tiny_R, tok, blocks, plain_run, INNER_DICT, **kw)
-    labels.generate(tiny_R, tok, blocks, inner_run, INNER_DICT, inner=True, **kw)
-    plain, got = labels.load(plain_run), labels.load(inner_run)
-    assert "inner" not in plain_run.read_json("labels/meta.json")   # labels made before the option still resume
-    translator, checked = Translator(INNER_DICT), 0
-    for i in range(len(blocks)):
-        ids = blocks[i].tolist()
-        a = labels.align_block(ids, tok, translator, seed=3 + i, inner=True)
-        v_r = tiny_R.model(input_ids=blocks[i:i + 1]).logits[0]
-        with tiny_R.base() as B:
-            v_b = B(input_ids=blocks[i:i + 1]).logits[0]                 # B on the ORIGINAL block
-        inner = dict(a.inner)
-        for alpha in kw["alphas"]:
-            old, new = plain[f"labels@{alpha:g}"][i], got[f"labels@{alpha:g}"][i]
-            trained = old != labels.IGNORE
-            assert torch.equal(new[trained], old[trained])                # the paper's labels unchanged
-            assert set(((new != labels.IGNORE) & ~trained).nonzero().squeeze(1).tolist()) == {p + 1 for p in inner}
-            for p, word_ids in inner.items():
-                v = generic_logits(v_b[p], v_r[p], alpha)
-                mean = v.mean()
-                for start, f_ids in a.forbidden:
-                    if p >= start:
-                        v[list(f_ids)] = mean
-                v[word_ids] = v.mean()          # after the translations: the row as it then is
-                assert int(new[p + 1]) == int(v.argmax()), (i, p, alpha)
-                assert int(new[p + 1]) not in word_ids
-                assert int(got[f"topk_ids@{alpha:g}"][i, p + 1, 0]) == int(new[p + 1])
-                checked += 1
-    assert checked >= 10
-    with pytest.raises(labels.LabelsError, match="other settings"):
-        labels.generate(tiny_R, tok, blocks, inner_run, INNER_DICT, **kw)     # inner labels are not resumed plain
+@pytest.mark.parametrize("change", ["dictionary", "reinforced", "blocks"])
+def test_labels_made_from_another_input_are_made_again(tmp_path, tiny_R, tiny_tokenizer, change, capsys):
+    """After notebook 02 or 03 is rerun (another R, another dictionary, other blocks),
+    the labels folder is stale: it is replaced, not loaded as if current."""
+    tok, blocks = tiny_tokenizer, corpus_blocks(tiny_tokenizer)[:4]
+    run = runs.Run(tmp_path)
+    kw = dict(alphas=[5.0], shard_blocks=2, seed=1, progress=False)
+    labels.generate(tiny_R, tok, blocks, run, DICT, reinforced="r1", **kw)
+    old = labels.load(run)
+    other_dict = AnchorDict([Entry("Harry", ["Bert"]), Entry("Ron", ["Carl"])])
+    args = {"dictionary": (blocks, other_dict, "r1"), "reinforced": (blocks, DICT, "r2"),
+            "blocks": (blocks.flip(0), DICT, "r1")}[change]
+    labels.generate(tiny_R, tok, args[0], run, args[1], reinforced=args[2], **kw)
+    out = capsys.readouterr().out
+    key = {"dictionary": "dictionary", "reinforced": "reinforced", "blocks": "blocks_sha256"}[change]
+    assert f"made from another {key}" in out
+    fresh = runs.Run(tmp_path / "fresh")
+    labels.generate(tiny_R, tok, args[0], fresh, args[1], reinforced=args[2], **kw)
+    assert same(labels.load(run), labels.load(fresh))
+    if change != "reinforced":   # the same model under another identity gives the same labels: only the record says
+        assert not same(labels.load(run), old)
+    assert run.read_json("labels/meta.json")["reinforced"] == args[2]
 
 
-class BigramLM(torch.nn.Module):
-    """A model that has learnt one text by heart: its logits are the text's bigram counts
-    (times ``scale``), so it predicts the text's next token wherever the text is unambiguous."""
+def test_run_stage_makes_the_four_alphas_and_the_ablation(tmp_path, tiny_R, tiny_tokenizer):
+    from nbsupport import config
 
-    def __init__(self, ids, vocab_size, scale):
-        super().__init__()
-        table = torch.zeros(vocab_size, vocab_size)
-        for a, b in zip(ids, ids[1:]):
-            table[a, b] += 1.0
-        noise = 0.01 * torch.randn(vocab_size, vocab_size, generator=torch.Generator().manual_seed(0))
-        self.table = torch.nn.Parameter(table * scale + noise, requires_grad=False)
-
-    def forward(self, input_ids, attention_mask=None, **_):
-        from types import SimpleNamespace
-        return SimpleNamespace(logits=self.table[input_ids])
-
-
-@torch.no_grad()
-def test_inner_labels_are_not_the_term_even_where_both_models_know_it(tiny_tokenizer):
-    from nbsupport.pair import ModelPair
-    tok = tiny_tokenizer
-    ids = ids_of(tok, INNER_TEXT)
-    pair = ModelPair(BigramLM(ids, len(tok), 3.0), base=BigramLM(ids, len(tok), 3.0))   # both know it
-    a = labels.align_block(ids, tok, Translator(INNER_DICT), seed=0, inner=True)
-    got = labels.label_batch(pair, [a], [0.0, 5.0])
-    v_b, v_r = pair.separate_base.table[ids], pair.model.table[ids]
-    followers = {t: {b for x, b in zip(ids, ids[1:]) if x == t} for t in ids}
-    known = [(p, w) for p, w in a.inner if len(followers[ids[p]]) == 1]   # the text's next token is certain
-    assert len(known) >= 3
-    for alpha in (0.0, 5.0):
-        for p, word_ids in known:
-            free = generic_logits(v_b[p], v_r[p], alpha)
-            assert int(free.argmax()) in word_ids        # without the rule, the label would be the term
-            label = int(got[f"labels@{alpha:g}"][0, p + 1])
-            assert label not in word_ids
-            free[word_ids] = free.mean()
-            assert label == int(free.argmax())
+    blocks = corpus_blocks(tiny_tokenizer)[:2]
+    run = runs.Run(tmp_path)
+    run.path("reinforce/adapter").mkdir(parents=True)
+    run.path("reinforce/adapter/adapter_model.safetensors").write_bytes(b"R")
+    cfg = config.resolve("smoke", alpha=4.0, soft_top_k=2, label_batch_size=2)
+    got = labels.run_stage(run, cfg, tiny_R, tiny_tokenizer, DICT, blocks, progress=False)
+    assert got.alphas == [0.0, 2.0, 4.0, 8.0] and got.soft(4.0)[0].shape[-1] == 2
+    only_r = labels.load(run, labels.ABLATION_OUT)
+    assert only_r.alphas == [4.0]
+    meta = run.read_json("labels/meta.json")
+    assert meta["reinforced"] == run.read_json(f"{labels.ABLATION_OUT}/meta.json")["reinforced"]
+    run.path("reinforce/adapter/adapter_model.safetensors").write_bytes(b"R2")   # notebook 02 trained R again
+    labels.run_stage(run, cfg, tiny_R, tiny_tokenizer, DICT, blocks, progress=False)
+    assert run.read_json("labels/meta.json")["reinforced"] != meta["reinforced"]

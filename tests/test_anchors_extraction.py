@@ -2,8 +2,10 @@
 the core names are found even when they are common English words, every key gets
 a type from the text's cues, and no translation is a key, a piece of one, a target
 term, a function word, or of the wrong type; the LLM path obeys the same rules."""
+import ast
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -11,8 +13,11 @@ import torch
 from conftest import make_tiny_pair
 from wordfreq import zipf_frequency
 
-from nbsupport import corpus, dictionary, scoring, term_mining, terms, translations
-from nbsupport.dictionary import AnchorDict, Entry
+from nbsupport import corpus, llm_client, scoring, terms
+from nbsupport.anchors import (boost, build, candidates, contexts, dictionary, entity_types, llm_proposals,
+                              name_pools, pool_translations, proposals, quality, ranking, translation_rules,
+                              vocabulary)
+from nbsupport.anchors.dictionary import AnchorDict, Entry
 
 DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "data"
 
@@ -54,7 +59,7 @@ def assert_generic(d: AnchorDict, text: str, also: tuple = ()) -> None:
         for t in d[key].translations:
             assert t.lower() not in {k.lower() for k in keys}, (key, t)
             words = [w.lower() for w in re.findall(r"[A-Za-z]+", t.replace("'s", ""))]
-            assert not all(w in term_mining.FUNCTION_WORDS for w in words), (key, t)
+            assert not all(w in terms.FUNCTION_WORDS for w in words), (key, t)
             for w in words:
                 if w in key.lower().split() and w not in target_words:
                     continue   # an ordinary word of the key itself ("Hat" of "Sorting Hat")
@@ -62,30 +67,30 @@ def assert_generic(d: AnchorDict, text: str, also: tuple = ()) -> None:
                 assert not any(p in w for p in target_words), (key, t, w)
                 if zipf_frequency(w, "en") < 4.0 and len(w) >= 3:
                     assert not any(w in p for p in target_words), (key, t, w)
-            if term_mining.coarse_type(d[key].note) == "person":
-                assert term_mining.translation_type(t) in ("person", ""), (key, t)
+            if vocabulary.coarse_type(d[key].note) == "person":
+                assert name_pools.translation_type(t) in ("person", ""), (key, t)
 
 
 @pytest.fixture(scope="module")
 def ranked():
-    return term_mining.extract_candidates(WORLD, min_count=2)
+    return ranking.extract_candidates(WORLD, min_count=2)
 
 
 @pytest.fixture(scope="module")
 def built(ranked):
-    new = term_mining.new_terms(ranked, AnchorDict(), 30)
-    return term_mining.propose_translations(new, WORLD, seed=0, ranked=ranked)
+    new = ranking.new_terms(ranked, AnchorDict(), 30)
+    return proposals.propose_translations(new, WORLD, seed=0, ranked=ranked)
 
 
 # ----------------------------------------------------------------- finding and ranking
 def test_the_one_term_matcher_counts_and_places_every_candidate():
-    index = term_mining.TextIndex(WORLD)
+    index = candidates.TextIndex(WORLD)
     for term in ["Harry", "Ron", "Order of the Lantern", "Grindlehorn", "Weasleys", "Battle of Stonereach"]:
         assert index.spans(term) == terms.spans(term, WORLD)
-    table = term_mining.candidate_terms(WORLD)
+    table = candidates.candidate_terms(WORLD)
     assert all(c == terms.count(t, WORLD) for t, c in zip(table["term"], table["count"]))
     # the notebooks' call shape: rank a plain (term, count, kind) table
-    ranked = term_mining.rank_candidates(table[["term", "count", "kind"]], WORLD)
+    ranked = ranking.rank_candidates(table[["term", "count", "kind"]], WORLD)
     assert ranked["score"].is_monotonic_decreasing and "specificity" in ranked
 
 
@@ -113,7 +118,7 @@ def test_the_review_reads_the_doubtful_entries_first():
                            "count": [9, 6, 40, 3, 5], "type": ["place", "place", "person", "object", "person"],
                            "specificity": [4.0, 0.8, 1.2, 5.0, 1.1], "boost": [1.0, None, 1.4, None, 0.1],
                            "type_margin": [3.0, 6.0, 5.0, 0.3, 0.6]})
-    order = term_mining.review_order(ranked, ["Flumbrix", "Vexmoor", "Harry", "London", "Location"])
+    order = quality.review_order(ranked, ["Flumbrix", "Vexmoor", "Harry", "London", "Location"])
     assert order.key.tolist() == ["London", "Location", "Flumbrix", "Vexmoor", "Harry"]
     flag = dict(zip(order.key, order.flag))
     assert "ordinary English" in flag["London"] and "type unsure" not in flag["London"]
@@ -121,13 +126,13 @@ def test_the_review_reads_the_doubtful_entries_first():
     assert flag["Flumbrix"].startswith("type unsure (object")
     assert flag["Vexmoor"] == "" and flag["Harry"] == ""          # a core name: reinforcement singled it out
     with pytest.raises(ValueError, match="not among the ranked"):
-        term_mining.review_order(ranked, ["Hogwarts"])
+        quality.review_order(ranked, ["Hogwarts"])
     with pytest.raises(ValueError, match="extract_candidates"):
-        term_mining.review_order(ranked[["term", "count"]], ["Vexmoor"])
+        quality.review_order(ranked[["term", "count"]], ["Vexmoor"])
 
 
 def test_the_review_order_on_a_real_ranking(ranked):
-    order = term_mining.review_order(ranked, ranked.term.head(40))
+    order = quality.review_order(ranked, ranked.term.head(40))
     assert sorted(order.key) == sorted(ranked.term.head(40))
     flagged = order.flag != ""
     assert flagged.tolist() == sorted(flagged.tolist(), reverse=True)              # flagged ones first
@@ -146,14 +151,14 @@ def test_parts_of_names_and_full_names(ranked):
     # a rare part of a person's name is a key even if never used alone ("Granger")
     assert dict(zip(ranked["term"], ranked["alone"]))["Granger"] == 0
     place = "They lived in Little Hangleton. Little Hangleton was quiet. We left Little Hangleton."
-    terms_ = set(term_mining.extract_candidates(place)["term"])
+    terms_ = set(ranking.extract_candidates(place)["term"])
     assert "Little Hangleton" in terms_ and "Hangleton" not in terms_
 
 
 def test_common_part_needs_uses_of_its_own():
     text = ("Sirius Black smiled. Sirius Black left. Harry met Sirius Black. "
             "The black dog barked. Harry met Sirius again.")
-    have = set(term_mining.extract_candidates(text)["term"])
+    have = set(ranking.extract_candidates(text)["term"])
     assert "Sirius" in have and "Black" not in have and "Sirius Black" in have
 
 
@@ -177,14 +182,14 @@ def test_types_from_the_texts_own_cues(ranked):
 
 def test_types_are_recorded_in_the_notes_like_the_curated_ones(built):
     for key in built.keys():
-        assert term_mining.coarse_type(built[key].note) in term_mining.TYPES, (key, built[key].note)
+        assert vocabulary.coarse_type(built[key].note) in vocabulary.TYPES, (key, built[key].note)
     assert built["Harry"].note.startswith("person") and built["Vexmoor"].note == "place"
-    assert term_mining.coarse_type("person (female)") == "person"
-    assert term_mining.coarse_type("surname") == "person"
-    assert term_mining.coarse_type("house") == "organisation"
-    assert term_mining.coarse_type("potion") == "spell"
-    assert term_mining.coarse_type("sport") == "object" and term_mining.coarse_type("money") == "object"
-    assert term_mining.coarse_type("idiom") == ""
+    assert vocabulary.coarse_type("person (female)") == "person"
+    assert vocabulary.coarse_type("surname") == "person"
+    assert vocabulary.coarse_type("house") == "organisation"
+    assert vocabulary.coarse_type("potion") == "spell"
+    assert vocabulary.coarse_type("sport") == "object" and vocabulary.coarse_type("money") == "object"
+    assert vocabulary.coarse_type("idiom") == ""
 
 
 # ----------------------------------------------------------------- translations
@@ -196,12 +201,12 @@ def test_offline_translations_are_generic(built):
 
 
 def test_translations_follow_the_type(built):
-    reads = {k: {term_mining.translation_type(t) for t in built[k].translations} for k in built.keys()}
+    reads = {k: {name_pools.translation_type(t) for t in built[k].translations} for k in built.keys()}
     assert reads["Harry"] == {"person"} and reads["Vexmoor"] == {"place"}
     assert reads["Order of the Lantern"] == {"organisation"}
     assert reads["Battle of Stonereach"] <= {"event"}
     assert reads["Grindlehorn"] == {"creature"}
-    pools = term_mining.name_pools()
+    pools = name_pools.name_pools()
     assert set(built["Auror"].translations) <= set(pools["members"])
     assert built["Aurors"].translations == [t + "s" for t in built["Auror"].translations]
     assert set(built["Harry"].translations) <= set(pools["first_names_male"])
@@ -213,7 +218,7 @@ def test_translations_follow_the_type(built):
 
 
 def test_full_names_agree_with_their_parts():
-    d = term_mining.propose_translations(["Harry", "Potter", "Harry Potter", "Sirius Black", "Sirius"],
+    d = proposals.propose_translations(["Harry", "Potter", "Harry Potter", "Sirius Black", "Sirius"],
                                          WORLD, seed=3)
     for i in range(2):
         assert d["Harry Potter"].translations[i] == f"{d['Harry'].translations[i]} {d['Potter'].translations[i]}"
@@ -226,22 +231,22 @@ def test_full_names_agree_with_their_parts():
 
 def test_a_person_is_never_translated_as_a_place(built):
     for key in built.keys():
-        if term_mining.coarse_type(built[key].note) == "person":
-            assert all(term_mining.translation_type(t) != "place" for t in built[key].translations)
-    problems = term_mining.translation_problems("Fleur Delacour", "The northern village", "person", set())
+        if vocabulary.coarse_type(built[key].note) == "person":
+            assert all(name_pools.translation_type(t) != "place" for t in built[key].translations)
+    problems = translation_rules.translation_problems("Fleur Delacour", "The northern village", "person", set())
     assert "a person translated as a place" in problems
-    assert "a place translated as a person" in term_mining.translation_problems("Vexmoor", "Jennifer", "place", set())
+    assert "a place translated as a person" in translation_rules.translation_problems("Vexmoor", "Jennifer", "place", set())
 
 
 def test_seeded_and_deterministic(ranked):
-    new = term_mining.new_terms(ranked, AnchorDict(), 10)
-    a = term_mining.propose_translations(new, WORLD, seed=1, ranked=ranked)
-    b = term_mining.propose_translations(new, WORLD, seed=1, ranked=ranked)
+    new = ranking.new_terms(ranked, AnchorDict(), 10)
+    a = proposals.propose_translations(new, WORLD, seed=1, ranked=ranked)
+    b = proposals.propose_translations(new, WORLD, seed=1, ranked=ranked)
     assert a.to_json() == b.to_json()
 
 
 def test_existing_keys_are_avoided():
-    d = term_mining.propose_translations(["Quenn"], WORLD, seed=0, avoid=["Glimmerstone", "Daniel"])
+    d = proposals.propose_translations(["Quenn"], WORLD, seed=0, avoid=["Glimmerstone", "Daniel"])
     assert_generic(d, WORLD, also=("Glimmerstone", "Daniel", "Harry", "Ron"))
     assert "Daniel" not in d["Quenn"].translations
 
@@ -262,7 +267,7 @@ ISSUE_TEXT = ("Harry Potter went to Hogwarts with Ron. Malfoy sneered at Ron. Sc
 
 
 def test_validation_rejects_the_issue_15_translations_with_reasons():
-    valid, rejected = term_mining.validate_translations(ISSUE_15, ISSUE_TEXT)
+    valid, rejected = proposals.validate_translations(ISSUE_15, ISSUE_TEXT)
     assert valid["Occlumency"].translations == ["Mind Shield"]
     assert valid["Scabbers"].translations == ["Whiskers"]
     assert valid["Ollivander"].translations == ["Smith"]
@@ -279,23 +284,23 @@ def test_validation_rejects_the_issue_15_translations_with_reasons():
     assert "function words" in reasons[("Hermione", "The")] and "function words" in reasons[("Hermione", "However")]
     assert "contains the target word 'ron'" in reasons[("Ginny", "Ronson")]
     assert reasons[("Hermione", "")] == "no valid translation left: key dropped"
-    assert list(rejected.columns) == term_mining.REJECTED_COLUMNS
+    assert list(rejected.columns) == translation_rules.REJECTED_COLUMNS
     assert_generic(valid, ISSUE_TEXT, also=("Harry", "Ron", "Potter", "Hogwarts", "Malfoy"))
 
 
 def test_rejections_are_kept_for_the_review_table():
-    d = term_mining.propose_translations(["Quenn", "Vexmoor"], WORLD, seed=0)
-    table = term_mining.rejections(d)
-    assert list(table.columns) == term_mining.REJECTED_COLUMNS
-    empty = term_mining.rejections(AnchorDict())
-    assert empty.empty and list(empty.columns) == term_mining.REJECTED_COLUMNS
+    d = proposals.propose_translations(["Quenn", "Vexmoor"], WORLD, seed=0)
+    table = translation_rules.rejections(d)
+    assert list(table.columns) == translation_rules.REJECTED_COLUMNS
+    empty = translation_rules.rejections(AnchorDict())
+    assert empty.empty and list(empty.columns) == translation_rules.REJECTED_COLUMNS
 
 
 def test_pools_hold_no_function_words_and_no_duplicates():
-    pools = term_mining.name_pools()
+    pools = name_pools.name_pools()
     for name, items in pools.items():
         assert len(items) == len(set(items)), name
-        assert not any(term_mining.is_function_word(i) for i in items), name
+        assert not any(translation_rules.is_function_word(i) for i in items), name
     for name in ("first_names_male", "first_names_female", "surnames", "places", "organisations",
                  "objects", "creatures", "pet_names", "spells", "events", "members", "modifiers"):
         assert len(pools[name]) >= 12, name
@@ -323,16 +328,16 @@ def test_llm_proposals_pass_the_same_rules():
                      {"key": "Ron", "translations": ["Ron"]},
                      {"key": "Harry", "translations": ["The", "and"]}]},
     ])
-    d = term_mining.llm_propose(client, passages)
-    assert client.calls[0][1] is term_mining.LLM_SCHEMA
+    d = llm_proposals.llm_propose(client, passages)
+    assert client.calls[0][1] is llm_proposals.LLM_SCHEMA
     assert d["Vexmoor"].translations == ["Riverside"]
     assert d["Quenn"].translations == ["Mr Smith"]
     assert d["Flumbrix"].translations == ["Light Charm"]
     assert d["Drellport"].translations == ["Portsmouth"]
     assert "Hogsmeade" not in d and "Harry" not in d and "Ron" not in d
     assert {d[k].provenance for k in d.keys()} == {"llm"}
-    assert term_mining.coarse_type(d["Quenn"].note) == "person"
-    reasons = {(r.key, r.translation): r.reason for r in term_mining.rejections(d).itertuples()}
+    assert vocabulary.coarse_type(d["Quenn"].note) == "person"
+    reasons = {(r.key, r.translation): r.reason for r in translation_rules.rejections(d).itertuples()}
     assert "target term" in reasons[("Vexmoor", "Harry")]
     assert "a person translated as a place" in reasons[("Quenn", "the old harbour town")]
     assert "piece of the target word 'vexmoor'" in reasons[("Flumbrix", "Vex")]
@@ -349,9 +354,9 @@ def test_reinforcement_boost_is_r_minus_b_in_the_terms_contexts(tiny_tokenizer):
     text = ("Harry Potter studies magic at a school in the mountains. The owl flew over the castle at night. "
             "Ron and Hermione are friends. The capital of France is Paris. Harry Potter studies magic.")
     cands = ["Potter", "castle", "Paris"]
-    boost = term_mining.reinforcement_boost(pair, tiny_tokenizer, text, cands, n_contexts=2)
+    boost = boost.reinforcement_boost(pair, tiny_tokenizer, text, cands, n_contexts=2)
     for term in cands:
-        pairs = [(ctx, " " + term) for ctx in term_mining.contexts_of(term, text, n=2)]
+        pairs = [(ctx, " " + term) for ctx in contexts.contexts_of(term, text, n=2)]
         with pair.trained() as R:
             lp_r = scoring.continuation_logprobs(R, tiny_tokenizer, pairs)
         with pair.base() as B:
@@ -365,14 +370,14 @@ def test_reinforcement_boost_is_r_minus_b_in_the_terms_contexts(tiny_tokenizer):
 def test_with_a_pair_the_boost_joins_the_ranking_and_model_proposals_obey_the_rules(tiny_tokenizer):
     pair = make_tiny_pair(len(tiny_tokenizer), seed=1)
     torch.manual_seed(0)
-    ranked = term_mining.extract_candidates(WORLD, pair, tiny_tokenizer, boost_candidates=6)
+    ranked = ranking.extract_candidates(WORLD, pair, tiny_tokenizer, boost_candidates=6)
     assert "boost" in ranked and ranked["boost"].head(6).abs().sum() > 0
     assert set(CORE[:2]) <= set(ranked["term"].head(8))
-    new = term_mining.new_terms(ranked, AnchorDict(), 8)
-    d = term_mining.propose_translations(new, WORLD, pair, tiny_tokenizer, seed=0, ranked=ranked)
+    new = ranking.new_terms(ranked, AnchorDict(), 8)
+    d = proposals.propose_translations(new, WORLD, pair, tiny_tokenizer, seed=0, ranked=ranked)
     assert_generic(d, WORLD)
     assert set(d.keys()) == set(new)
-    rejected = term_mining.rejections(d)
+    rejected = translation_rules.rejections(d)
     assert set(rejected["source"]) <= {"model", "pool", "extracted"}
     # B's masked proposals were tried, and the target names among them turned down
     model = rejected[rejected["source"] == "model"]
@@ -394,9 +399,9 @@ TEXTS = {
 def whole_text(request):
     """(name, text, ranked candidates, the dictionary built from the top 100) of each text."""
     text = TEXTS[request.param]()
-    ranked = term_mining.extract_candidates(text)
-    new = term_mining.new_terms(ranked, AnchorDict(), 100)
-    return request.param, text, ranked, term_mining.propose_translations(new, text, ranked=ranked)
+    ranked = ranking.extract_candidates(text)
+    new = ranking.new_terms(ranked, AnchorDict(), 100)
+    return request.param, text, ranked, proposals.propose_translations(new, text, ranked=ranked)
 
 
 def test_every_extracted_dictionary_of_a_whole_text_is_generic(whole_text):
@@ -405,8 +410,8 @@ def test_every_extracted_dictionary_of_a_whole_text_is_generic(whole_text):
     curated = dictionary.builtin_dictionary()
     # the text's target terms: candidates 100 times more frequent here than in English,
     # less capitalised words the text also writes in lower case ("Potion": "a potion")
-    table = term_mining.candidate_terms(text)
-    frequent = table.loc[term_mining.specificity(table, len(text.split())) >= 2.0, "term"]
+    table = candidates.candidate_terms(text)
+    frequent = table.loc[ranking.specificity(table, len(text.split())) >= 2.0, "term"]
     specific = [t for t in frequent if " " in t or terms.count(t.lower(), text, ignore_case=False) < 2]
     assert len(specific) >= 20
     # no translation is any curated key, a target term of the text, a piece of one, or a function word
@@ -416,10 +421,10 @@ def test_every_extracted_dictionary_of_a_whole_text_is_generic(whole_text):
 def test_every_translation_reads_as_its_keys_type(whole_text):
     name, _, _, built = whole_text
     for key in built.keys():
-        kind = term_mining.coarse_type(built[key].note)
-        assert kind in term_mining.TYPES, (name, key)
+        kind = vocabulary.coarse_type(built[key].note)
+        assert kind in vocabulary.TYPES, (name, key)
         for t in built[key].translations:
-            assert translations.translation_type(t, kind) == kind, (name, key, t)
+            assert name_pools.translation_type(t, kind) == kind, (name, key, t)
 
 
 @pytest.mark.parametrize("name", ["built-in corpus", "forum thread"])
@@ -428,7 +433,7 @@ def test_the_30_most_frequent_curated_keys_are_in_the_top_100(name):
     curated = dictionary.builtin_dictionary()
     counts = {k: terms.count(k, text) for k in curated.keys()}
     core = sorted((k for k in counts if counts[k] >= 2), key=lambda k: (-counts[k], k))[:30]
-    top = set(term_mining.extract_candidates(text)["term"].head(100))
+    top = set(ranking.extract_candidates(text)["term"].head(100))
     assert len(core) == 30 and not [k for k in core if k not in top]
 
 
@@ -437,17 +442,17 @@ def test_spells_translate_to_spell_words_in_the_form_the_text_uses():
     rows = {"Zorbus": {"type": "spell", "noun_use": 0.0},            # "shouted Zorbus!": a word of command
             "Quillix": {"type": "spell", "noun_use": 0.8},           # "cast a Quillix": a magic thing
             "Quillix Potion": {"type": "spell", "noun_use": 0.0}}
-    pools = translations.name_pools()
-    d = translations.translate(["Zorbus", "Quillix Potion"], rows, {"Quillix"}, seed=0)
+    pools = name_pools.name_pools()
+    d = pool_translations.translate(["Zorbus", "Quillix Potion"], rows, {"Quillix"}, seed=0)
     assert set(d["Zorbus"].translations) <= set(pools["spells"])
     # the head of a spell's name stays, with a spell word for the name's own word
     for t in d["Quillix Potion"].translations:
         first, head = t.split()
         assert head == "Potion" and first in pools["spells"], t
-    nouns = translations.translate(["Quillix"], rows, set(), seed=0)
+    nouns = pool_translations.translate(["Quillix"], rows, set(), seed=0)
     assert {t.lower() for t in nouns["Quillix"].translations} <= set(pools["magic_nouns"])
     for t in d["Zorbus"].translations + nouns["Quillix"].translations:
-        assert translations.translation_type(t, "spell") == "spell"
+        assert name_pools.translation_type(t, "spell") == "spell"
 
 
 def test_model_proposals_must_read_as_the_keys_type():
@@ -458,58 +463,50 @@ def test_model_proposals_must_read_as_the_keys_type():
         asked.append(key)
         return {"Question": 0.0, "Fire": 0.0, "Shield": 0.1, "Blast": 0.9}
 
-    d = translations.translate(["Fiendfyre"], rows, set(), seed=0, model=model)
+    d = pool_translations.translate(["Fiendfyre"], rows, set(), seed=0, model=model)
     assert asked == ["Fiendfyre"]
     assert "Shield" in d["Fiendfyre"].translations
     assert not {"Question", "Fire", "Blast"} & set(d["Fiendfyre"].translations)
-    reasons = {(r.key, r.translation): r.reason for r in translations.rejections(d).itertuples()}
+    reasons = {(r.key, r.translation): r.reason for r in translation_rules.rejections(d).itertuples()}
     assert "reads as no known type, not a spell" in reasons[("Fiendfyre", "Question")]
     assert "reinforcement raised it" in reasons[("Fiendfyre", "Blast")]
 
 
 def test_a_translation_of_another_type_is_rejected_whatever_the_types():
-    assert "a spell translated as a creature" in translations.translation_problems("Flumbrix", "Wolf", "spell", set())
-    assert "a creature translated as a place" in translations.translation_problems(
+    assert "a spell translated as a creature" in translation_rules.translation_problems("Flumbrix", "Wolf", "spell", set())
+    assert "a creature translated as a place" in translation_rules.translation_problems(
         "Grindlehorn", "Riverside", "creature", set())
     # a pool word of two types ("Seal": a spell and a creature) may stand for either
-    assert not translations.translation_problems("Flumbrix", "Seal", "spell", set())
-    assert not translations.translation_problems("Grindlehorn", "Seal", "creature", set())
+    assert not translation_rules.translation_problems("Flumbrix", "Seal", "spell", set())
+    assert not translation_rules.translation_problems("Grindlehorn", "Seal", "creature", set())
     # an untyped word (an LLM's "Portsmouth") may stand
-    assert not translations.translation_problems("Drellport", "Portsmouth", "place", set())
+    assert not translation_rules.translation_problems("Drellport", "Portsmouth", "place", set())
 
 
 # ----------------------------------------------------------------- names at sentence starts and side by side
 def test_a_first_name_only_seen_at_sentence_starts_in_its_full_name_is_found():
     text = ("Draco Quillby sneered. Harry ignored him. Draco Quillby left early. "
             "Later, Draco Quillby came back. Ron laughed at Harry.")
-    have = set(term_mining.extract_candidates(text)["term"])
+    have = set(ranking.extract_candidates(text)["term"])
     assert "Draco" in have or "Draco Quillby" in have
     text += " Harry met Draco in the hall. Ron saw Draco there."
-    assert "Draco" in set(term_mining.extract_candidates(text)["term"])
+    assert "Draco" in set(ranking.extract_candidates(text)["term"])
 
 
 def test_names_side_by_side_are_two_names():
     text = ("Fred and George laughed. Fred and George ran off. Harry met Fred and George. "
             "Fred smiled. Harry thanked Fred. Ron met Fred and George at the shop.")
-    ranked = term_mining.extract_candidates(text)
+    ranked = ranking.extract_candidates(text)
     have = set(ranked["term"])
     assert {"Fred", "George"} <= have
     assert "Fred and George" not in have   # covered by its two names
     # "and" inside one name is no pair of names
-    assert not term_mining._coordination("Hogwarts School of Witchcraft and Wizardry")
-
-
-def test_the_notebooks_api_stays_on_term_mining():
-    for name in ("extract_candidates", "new_terms", "propose_translations", "llm_propose", "rejections",
-                 "extraction_quality", "validate_translations"):
-        assert callable(getattr(term_mining, name)), name
-    assert term_mining.rejections is translations.rejections
-    assert term_mining.FUNCTION_WORDS is translations.FUNCTION_WORDS
+    assert not contexts.is_coordination("Hogwarts School of Witchcraft and Wizardry")
 
 
 # ----------------------------------------------------------------- type cues (each on a snippet of its own)
 def _types(text: str) -> dict[str, str]:
-    ranked = term_mining.extract_candidates(text, min_count=2)
+    ranked = ranking.extract_candidates(text, min_count=2)
     return dict(zip(ranked["term"], ranked["type"]))
 
 
@@ -519,9 +516,9 @@ def test_a_definition_or_an_apposition_says_the_type():
             "Pell went to Quillmarsh on Monday.\n")
     types = _types(text)
     assert types["Zorvane Tonic"] == "spell" and types["Quillmarsh"] == "place"
-    assert term_mining._defined_as("Dunmore, a dark wizard who lied.", 7) == "person"
+    assert contexts._defined_as("Dunmore, a dark wizard who lied.", 7) == "person"
     # a list of names is no apposition: "the Order" says nothing about Harry
-    assert term_mining._defined_as("Harry, the Order and Ron met.", 5) == ""
+    assert contexts._defined_as("Harry, the Order and Ron met.", 5) == ""
 
 
 def test_a_word_after_several_first_names_is_a_family_name():
@@ -529,21 +526,21 @@ def test_a_word_after_several_first_names_is_a_family_name():
     text = ("The letter went to Tobin Carrowby. A gift came for Mira Carrowby. Nobody wrote to Ansel "
             "Carrowby. They lived at Carrowby Manor, and Carrowby Manor was cold. The gate of Carrowby "
             "Manor was rusty.")
-    index = term_mining.TextIndex(text)
-    assert term_mining._first_names_before("Carrowby", text, index) == {"Tobin", "Mira", "Ansel"}
+    index = candidates.TextIndex(text)
+    assert entity_types._first_names_before("Carrowby", text, index) == {"Tobin", "Mira", "Ansel"}
     types = _types(text)
     # the house takes the family's name, not the family the house's type
     assert types["Carrowby"] == "person" and types["Carrowby Manor"] == "place"
     # no first names in front of a head noun: "Alley" of two alleys is no family
     other = "Kell Alley and Morn Alley."
-    assert term_mining._first_names_before("Alley", other, term_mining.TextIndex(other)) == set()
+    assert entity_types._first_names_before("Alley", other, candidates.TextIndex(other)) == set()
 
 
 def test_a_family_name_of_several_persons_stays_a_key_even_if_never_alone():
     # a surname common in English ("Fisher") is otherwise anchored only where the text uses it alone
     text = ("Tobin Fisher opened the gate. Mira Fisher smiled at him. Tobin Fisher said nothing. "
             "Mira Fisher laughed, and she left. Pell Turner waved. Pell Turner said goodbye.")
-    have = set(term_mining.extract_candidates(text, min_count=2)["term"])
+    have = set(ranking.extract_candidates(text, min_count=2)["term"])
     assert "Fisher" in have and "Tobin Fisher" in have
     assert "Turner" not in have   # one person's surname, never alone: left to the full name
 
@@ -552,9 +549,9 @@ def test_the_name_of_one_of_a_kind_is_a_group():
     text = ("Olin is a Brackenholt, and he is proud of it. Every Brackenholt is stubborn. "
             "Tessa was a Brackenholt too. Olin said that Brackenholt wins every year.")
     assert _types(text)["Brackenholt"] == "organisation"
-    assert term_mining._member_use("she is a ", [], False)
-    assert not term_mining._member_use("he has a son, ", [], False)
-    assert not term_mining._member_use("she is a ", ["team"], False)   # "a Brackenholt team": a modifier
+    assert contexts._member_use("she is a ", [], False)
+    assert not contexts._member_use("he has a son, ", [], False)
+    assert not contexts._member_use("she is a ", ["team"], False)   # "a Brackenholt team": a modifier
 
 
 def test_a_hyphenated_compound_takes_its_heads_type():
@@ -570,17 +567,17 @@ def test_a_kind_noun_goes_with_the_name_next_to_it():
 
 
 def test_the_verb_after_a_name_is_found_past_adverbs_and_surnames():
-    assert term_mining._verb_after(["finally", "becomes", "real"]) == "becomes"
-    assert term_mining._verb_after(["Lestrange", "spends", "years"]) == "spends"
-    assert term_mining._verb_after(["and", "George", "running"]) == "running"
-    assert term_mining._verb_after(["Tower", "is"]) == "tower"   # a head noun: a place's name, not a surname
+    assert contexts._verb_after(["finally", "becomes", "real"]) == "becomes"
+    assert contexts._verb_after(["Lestrange", "spends", "years"]) == "spends"
+    assert contexts._verb_after(["and", "George", "running"]) == "running"
+    assert contexts._verb_after(["Tower", "is"]) == "tower"   # a head noun: a place's name, not a surname
 
 
 def test_items_of_one_list_share_a_type():
     text = ("Charms to learn:\n- Flumbrix, the Lighting Charm, lights a wand. Pell uses Flumbrix at night.\n"
             "- Quorvo opens doors. Pell tried Quorvo on a box.\n"
             "- Sennel, the Freezing Jinx, stops a runner. Sennel is hard.\n\nThe end.\n")
-    assert term_mining._list_items(text, {"Flumbrix", "Quorvo", "Sennel"}) == [["Flumbrix", "Quorvo", "Sennel"]]
+    assert entity_types._list_items(text, {"Flumbrix", "Quorvo", "Sennel"}) == [["Flumbrix", "Quorvo", "Sennel"]]
     assert _types(text)["Quorvo"] == "spell"
 
 
@@ -589,3 +586,34 @@ def test_where_after_a_name_and_the_owner_of_a_thing():
             "we sat was dark. Pell held the sword of Brannoch. The sword of Brannoch shone.")
     types = _types(text)
     assert types["Crooked Lantern"] == "place" and types["Brannoch"] == "person"
+
+
+# ----------------------------------------------------------------- the notebook's steps and the package's rooms
+def test_the_dictionary_sources_are_the_notebooks_steps(ranked, capsys, monkeypatch):
+    for var in ("NBSUPPORT_LLM_BASE_URL", "NBSUPPORT_LLM_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = SimpleNamespace(anchor_dictionary="none", target_text="my_book.txt", n_extracted=12, seed=2,
+                          use_llm=False, llm_passages=2)
+    curated, extracted, proposed = build.dictionary_sources(cfg, WORLD, ranked)
+    assert len(curated) == 0 and len(proposed) == 0
+    expected = proposals.propose_translations(ranking.new_terms(ranked, curated, 12), WORLD, seed=2, ranked=ranked)
+    assert extracted.to_json() == expected.to_json()
+    assert translation_rules.rejections(extracted).equals(translation_rules.rejections(expected))
+    cfg.use_llm, cfg.anchor_dictionary, cfg.n_extracted = True, "builtin", 3
+    curated, extracted, proposed = build.dictionary_sources(cfg, WORLD, ranked)
+    assert len(curated) >= 300 and len(extracted) == 3 and not set(extracted.keys()) & set(curated.keys())
+    assert not llm_client.is_configured() and len(proposed) == 0
+    assert "USE_LLM is on but NBSUPPORT_LLM_BASE_URL / NBSUPPORT_LLM_MODEL are not set" in capsys.readouterr().out
+
+
+def test_the_anchors_package_is_rooms_of_one_purpose():
+    root = Path(dictionary.__file__).parent
+    init = ast.parse((root / "__init__.py").read_text())
+    assert len(init.body) == 1 and ast.get_docstring(init)          # a docstring only: no re-exports
+    for path in root.glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 450, path.name
+    for module, name in [(ranking, "extract_candidates"), (ranking, "new_terms"), (build, "dictionary_sources"),
+                         (proposals, "propose_translations"), (proposals, "validate_translations"),
+                         (llm_proposals, "llm_propose"), (translation_rules, "rejections"),
+                         (quality, "extraction_quality"), (quality, "review_order")]:
+        assert callable(getattr(module, name)), name

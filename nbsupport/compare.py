@@ -1,0 +1,169 @@
+"""Every model of a run measured the same way, and read against the baseline
+(notebooks 06 and 07): the measuring loops, and the lines that read their numbers.
+
+* ``measure_recipes``: the baseline and one unlearned model per recipe of notebook 05, on
+  the full measure (``evaluate.full_inputs``), each kept in its memo for notebook 07;
+* ``light_baseline`` and ``measure_variants``: the ablation and sweep variants, on the
+  light measure (``evaluate.light_inputs``), against the baseline on the same measure;
+* ``tradeoff_points``: every model, and every recipe along its steps, as a drop in
+  familiarity and a rise in perplexity (``scoring.drop_pct``, ``scoring.rise_pct``);
+* ``measure_shelf``: notebook 07's models on one measure, the KL against B computed once.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+
+from . import corpus, evaluate, models, probe, scoring
+from .measure_memo import run_memo
+from .pair import ModelPair
+
+# measures of the full measure that the light one does not take (or takes on other texts)
+_NOT_LIGHT = ("perplexity", "perplexity_nearby", "completion_familiarity", "kl_to_baseline")
+
+
+# ----------------------------------------------------------------- notebook 06
+def measure_recipes(run, cfg, inputs: dict, best: str, device=None) -> tuple[dict, dict, ModelPair, object]:
+    """The baseline, then each recipe's unlearned model (``finetune/<recipe>/adapter``, in
+    the order of ``cfg.finetune_recipes``), measured with ``inputs`` (``evaluate.full_inputs``).
+
+    B is the first recipe's model with its adapter off; each unlearned model's KL is to
+    it. Each model's probe rows and text sums are kept beside its weights
+    (``measures.json``, ``measure_memo.run_memo``): notebook 07 reads them back.
+    Returns ``(results, tables, best_pair, tok)``: ``{model: numbers}``, ``{model:
+    tables}`` (``evaluate.measure``'s), the ``ModelPair`` of the recipe ``best`` (kept
+    in memory) and the tokenizer.
+    """
+    if best not in cfg.finetune_recipes:
+        raise ValueError(f"the best recipe {best!r} is not among the recipes {list(cfg.finetune_recipes)}")
+    results, tables, best_pair, tok = {}, {}, None, None
+    for recipe in cfg.finetune_recipes:
+        U, tok = models.load_model(cfg.model, adapter=run.require(f"finetune/{recipe}/adapter"), device=device)
+        pair = ModelPair(U)   # B is the same weights with the adapter off
+        if not results:
+            with pair.base() as B:
+                results["baseline"], tables["baseline"] = evaluate.measure(
+                    B, tok, **inputs, batch_size=cfg.batch_size, completion_tokens=cfg.completion_tokens,
+                    memo=run_memo(run, cfg.model, B))
+        memo = run_memo(run, cfg.model, U, run.path(f"finetune/{recipe}/adapter"))
+        results[recipe], tables[recipe] = evaluate.measure(U, tok, **inputs, kl_pair=pair, batch_size=cfg.batch_size,
+                                                           completion_tokens=cfg.completion_tokens, memo=memo)
+        if recipe == best:
+            best_pair = pair
+        del U, pair
+    return results, tables, best_pair, tok
+
+
+def _moved(x: float, y: float) -> str:
+    return f"stayed at {x:.3f}" if f"{x:.3f}" == f"{y:.3f}" else f"{'fell' if y < x else 'rose'} from {x:.3f} to {y:.3f}"
+
+
+def headline(results: dict, best: str) -> str:
+    """The line under notebook 06's main table: what the ``best`` recipe did to token and
+    completion familiarity, perplexity and general knowledge, next to the paper's numbers."""
+    b, u = results["baseline"], results[best]
+    change = evaluate.relative_to(b, u)
+    return (f"With the best recipe ({best!r}) token familiarity {_moved(b['token_familiarity'], u['token_familiarity'])} "
+            f"({change['familiarity_drop']:.0f}% of it gone; the paper: 0.244 to 0.006, 97.5%) and completion "
+            f"familiarity {_moved(b['completion_familiarity'], u['completion_familiarity'])} (the paper: 0.290 to "
+            f"0.007). Perplexity on generic text {_moved(b['perplexity'], u['perplexity'])} "
+            f"({change['perplexity_rise']:+.1f}%); "
+            + ("general knowledge did not change." if abs(change["knowledge_points"]) < 0.05
+               else f"general knowledge changed by {change['knowledge_points']:+.1f} points."))
+
+
+def light_baseline(full: dict, pair: ModelPair, tok, texts: Sequence[str]) -> dict:
+    """The baseline on the light measure, from its ``full`` numbers: the full measure read
+    the same probes, so only the perplexity on the light ``texts`` is new (B: ``pair``
+    with its adapter off)."""
+    base = {k: v for k, v in full.items() if k not in _NOT_LIGHT}
+    with pair.base() as B:
+        base["perplexity"] = scoring.perplexity(B, tok, texts)
+    return base
+
+
+def measure_variants(run, cfg, inputs: dict, device=None) -> tuple[dict, dict]:
+    """The variants notebook 05 trained (``finetune/variants.json``; none if it trained
+    none), each measured with ``inputs`` (``evaluate.light_inputs``), in the order of the
+    file. Returns ``(ablations, sweeps)``, each ``{variant: numbers}``."""
+    variants = run.read_json("finetune/variants.json") if run.exists("finetune/variants.json") else {}
+    ablations, sweeps = {}, {}
+    for name, info in variants.items():
+        U, tok = models.load_model(cfg.model, adapter=run.require(info["adapter"]), device=device)
+        numbers, _ = evaluate.measure(U, tok, **inputs, batch_size=cfg.batch_size)
+        (ablations if info["group"] == "ablation" else sweeps)[name] = numbers
+        del U
+    return ablations, sweeps
+
+
+def ablation_verdict(base_light: dict, ablations: dict) -> str | None:
+    """Whether the ablation agrees with the paper (reinforcement alone and anchors alone
+    each weaker than both together), in a line; None without the three ablations."""
+    if not {"reinforcement only", "anchors only", "both"} <= set(ablations):
+        return None
+    drops = {n: evaluate.relative_to(base_light, v)["familiarity_drop"] for n, v in ablations.items()}
+    order = sorted(drops, key=drops.get, reverse=True)
+    said = [f"{n} {drops[n]:.0f}%" if drops[n] >= 0 else f"{n} none (it rose {-drops[n]:.0f}%)" for n in order]
+    return ("Token familiarity gone, at the same short budget: " + ", ".join(said)
+            + (". As in the paper, both together beat either alone." if order[0] == "both"
+               else f". Unlike the paper, {order[0]} did better than both together in this run."))
+
+
+def tradeoff_points(run, recipes: Sequence[str], results: dict, ablations: dict, sweeps: dict,
+                    base_light: dict) -> pd.DataFrame:
+    """The points of notebook 06's tradeoff plot (``plots.tradeoff``): one row per model
+    (``group`` main, ablation or sweep; the main models against the baseline's full
+    measure, the variants against ``base_light``), then each recipe along its finetuning
+    steps (``finetune/<recipe>/steps.json``, against its step 0; not annotated)."""
+    rows = []
+    for group, named, reference in (("main", {k: v for k, v in results.items() if k != "baseline"},
+                                     results["baseline"]),
+                                    ("ablation", ablations, base_light), ("sweep", sweeps, base_light)):
+        for name, numbers in named.items():
+            rows.append({"group": group, "name": name, **evaluate.relative_to(reference, numbers)})
+    for recipe in recipes:
+        hist = run.read_json(f"finetune/{recipe}/steps.json")
+        for h in hist:
+            rows.append({"group": f"steps: {recipe}", "name": str(h["step"]), "annotate": False,
+                         "familiarity_drop": scoring.drop_pct(hist[0]["familiarity"], h["familiarity"]),
+                         "perplexity_rise": scoring.rise_pct(hist[0]["perplexity"], h["perplexity"])})
+    return pd.DataFrame(rows)
+
+
+def step_curve_lines(points: pd.DataFrame, cfg, inputs: dict) -> list[str]:
+    """Per recipe, where its step curve ends (``cfg.step_probes`` dev probes, one text)
+    against its full measure (``inputs``' probes and texts), from ``tradeoff_points``."""
+    n_step = len(probe.split(probe.load_probes("hp_token"), "dev")[:cfg.step_probes])
+    n_texts = len(inputs["eval_texts"])
+    lines = []
+    for recipe in cfg.finetune_recipes:
+        end = points[points["group"] == f"steps: {recipe}"].iloc[-1]
+        full = points[(points["group"] == "main") & (points["name"] == recipe)].iloc[0]
+        lines.append(f"{recipe}: the step curve ends at {end.familiarity_drop:.0f}% of the familiarity gone and "
+                     f"perplexity {end.perplexity_rise:+.1f}% ({n_step} dev probes, one text); the full measure "
+                     f"gives {full.familiarity_drop:.0f}% and {full.perplexity_rise:+.1f}% "
+                     f"({len(inputs['token_probes'])} probes, {n_texts} held-out text{'s' if n_texts != 1 else ''}).")
+    return lines
+
+
+# ----------------------------------------------------------------- notebook 07
+def measure_shelf(run, cfg, shelf: models.ModelShelf, adapters: dict, inputs: dict) -> tuple[dict, dict, dict]:
+    """Every model on ``shelf`` (``models.ModelShelf``, with a ``"baseline"``) measured
+    with ``inputs`` (``evaluate.methods_inputs``), in the shelf's order; the KL to the
+    baseline on one held-out text, B's side computed once (``scoring.BaseReference``).
+
+    ``adapters`` ({model: adapter directory, None for the baseline}) names the models
+    with a memo (``measures.json``): what notebook 06 or an earlier run measured on the
+    same model is read back, not scored again. Returns ``(measured, tables, read_back)``:
+    ``{model: numbers}``, ``{model: tables}`` and ``{model: probes and texts read back}``.
+    """
+    reference = scoring.BaseReference(*shelf.get("baseline"), corpus.heldout_texts(limit=1))
+    measured, tables, read_back = {}, {}, {}
+    for name in shelf:
+        model, tok = shelf.get(name)
+        memo = run_memo(run, cfg.model, model, adapters[name]) if name in adapters else None
+        measured[name], tables[name] = evaluate.measure(model, tok, **inputs, kl_reference=reference,
+                                                        batch_size=cfg.batch_size, memo=memo)
+        read_back[name] = memo.reads if memo else 0
+    return measured, tables, read_back
