@@ -1,5 +1,5 @@
 """Offline dictionary building from the text alone (issue 15): how well
-``term_mining`` finds the anchored terms, types them, and translates them.
+``nbsupport.anchors`` finds the anchored terms, types them, and translates them.
 
 On three texts, each against the curated dictionary (``hp_curated.json``) as reference:
 
@@ -50,8 +50,10 @@ from pathlib import Path
 
 from wordfreq import zipf_frequency
 
-from nbsupport import corpus, dictionary, term_mining, terms, translations
-from nbsupport.dictionary import AnchorDict
+from nbsupport import corpus, terms
+from nbsupport.anchors import (candidates, dictionary, name_pools, proposals, quality, ranking,
+                              translation_rules, vocabulary)
+from nbsupport.anchors.dictionary import AnchorDict
 
 DATA = Path(__file__).parent / "data"
 SECOND_TEXT = DATA / "forum_thread_reread.md"
@@ -74,8 +76,8 @@ def translation_issues(d: AnchorDict, reference: AnchorDict, text: str) -> list[
     capitalised words the text also writes in lower case (ordinary English) that
     are no key themselves."""
     keys = set(d.keys()) | set(reference.keys())
-    table = term_mining.candidate_terms(text, min_count=2)
-    table = table.assign(specificity=term_mining.specificity(table, len(text.split())))
+    table = candidates.candidate_terms(text, min_count=2)
+    table = table.assign(specificity=ranking.specificity(table, len(text.split())))
     targets = set(table.loc[table["specificity"] >= 2.0, "term"])
     low_keys = {k.lower() for k in keys} | {t.lower() for t in targets}
     # words that point at the target: one-word keys, and rare words of longer ones
@@ -92,7 +94,7 @@ def translation_issues(d: AnchorDict, reference: AnchorDict, text: str) -> list[
             problem = ""
             if t.lower() in low_keys:
                 problem = "is a key or target term"
-            elif all(w in term_mining.FUNCTION_WORDS for w in words):
+            elif all(w in terms.FUNCTION_WORDS for w in words):
                 problem = "only function words"
             else:
                 for w in words:
@@ -120,7 +122,7 @@ def evaluate(name: str, text: str, reference: AnchorDict, pair=None, tok=None, n
     print(f"\n=== {name}: {len(text.split()):,} words")
     figures = {}
     start = time.time()
-    ranked = term_mining.extract_candidates(text, pair, tok)
+    ranked = ranking.extract_candidates(text, pair, tok)
     print(f"candidates: {len(ranked)} ranked in {time.time() - start:.1f} s")
     order = {t: i for i, t in enumerate(ranked["term"])}
     core = core_keys(reference, text)
@@ -137,13 +139,13 @@ def evaluate(name: str, text: str, reference: AnchorDict, pair=None, tok=None, n
               f"'Harry Potter'): {covered}; core keys anchored everywhere: "
               f"{share(len(found) + len(covered), len(core))}")
     for k in KS:
-        q = term_mining.extraction_quality(ranked["term"].head(k), reference, text)
+        q = quality.extraction_quality(ranked["term"].head(k), reference, text)
         print(f"  top {k:>3}: precision {q['precision']:.1%} ({q['hits']}/{q['extracted']}), "
               f"recall {q['recall']:.1%} of {q['reference_present']} reference keys present (>= 2 uses)")
     for k in (n_dict, 400):
         head = ranked.head(k)
-        pairs = [(t, kind, term_mining.coarse_type(reference[t].note)) for t, kind in zip(head["term"], head["type"])
-                 if t in reference and term_mining.coarse_type(reference[t].note)]
+        pairs = [(t, kind, vocabulary.coarse_type(reference[t].note)) for t, kind in zip(head["term"], head["type"])
+                 if t in reference and vocabulary.coarse_type(reference[t].note)]
         agree = sum(a == b for _, a, b in pairs)
         if k == n_dict:
             figures["key type = curated type"] = (agree, len(pairs))
@@ -152,23 +154,23 @@ def evaluate(name: str, text: str, reference: AnchorDict, pair=None, tok=None, n
             wrong = [(t, a, b) for t, a, b in pairs if a != b]
             print(f"    disagreements (term, inferred, curated): {wrong}")
     start = time.time()
-    new = term_mining.new_terms(ranked, AnchorDict(), n_dict)
-    d = term_mining.propose_translations(new, text, pair, tok, ranked=ranked)
+    new = ranking.new_terms(ranked, AnchorDict(), n_dict)
+    d = proposals.propose_translations(new, text, pair, tok, ranked=ranked)
     n_trans = sum(len(d[k].translations) for k in d.keys())
     print(f"dictionary: {len(d)} keys, {n_trans} translations in {time.time() - start:.1f} s; "
-          f"{len(term_mining.rejections(d))} candidate translations rejected on the way")
+          f"{len(translation_rules.rejections(d))} candidate translations rejected on the way")
     issues = translation_issues(d, reference, text)
     figures["invalid translations"] = (len(issues), n_trans)
     print(f"  invalid translations (key, key piece, target term, function word): {share(len(issues), n_trans)} "
           f"[goal 0]" + (f": {issues[:10]}" if issues else ""))
     own, curated_pairs = [], []
     for key in d.keys():
-        kind = term_mining.coarse_type(d[key].note)
-        cur = term_mining.coarse_type(reference[key].note) if key in reference else ""
+        kind = vocabulary.coarse_type(d[key].note)
+        cur = vocabulary.coarse_type(reference[key].note) if key in reference else ""
         for t in d[key].translations:
-            own.append((key, t, kind, translations.translation_type(t, kind)))
+            own.append((key, t, kind, name_pools.translation_type(t, kind)))
             if cur:
-                curated_pairs.append((key, t, cur, translations.translation_type(t, cur)))
+                curated_pairs.append((key, t, cur, name_pools.translation_type(t, cur)))
     ok = sum(k == r for _, _, k, r in own)
     figures["translation type = key's inferred type"] = (ok, len(own))
     print(f"  key/translation type agreement, against the key's inferred type: {share(ok, len(own))} "
@@ -183,7 +185,7 @@ def evaluate(name: str, text: str, reference: AnchorDict, pair=None, tok=None, n
     persons_as_places = [(k, t) for k, t, a, r in own if a == "person" and r == "place"]
     print(f"  persons translated as places: {len(persons_as_places)}")
     spells = [f"{k} -> {' | '.join(d[k].translations)}" for k in d.keys()
-              if term_mining.coarse_type(d[k].note) == "spell"]
+              if vocabulary.coarse_type(d[k].note) == "spell"]
     print("  spells and magic terms:", "; ".join(spells))
     print("  sample:", "; ".join(f"{k} -> {' | '.join(d[k].translations)}" for k in d.keys()[:12]))
     return figures

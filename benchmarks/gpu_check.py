@@ -42,7 +42,8 @@ def smoke_series(run_dir: Path, limit_s: int) -> float:
 
 def labels_tokens_per_second(run_dir: Path, repeats: int = 2) -> dict:
     """Label generation (the smoke run's alphas, top-k and dictionary) on the GPU."""
-    from nbsupport import config, dictionary, generic_labels, models, reinforce, runs
+    from nbsupport import config, generic_labels, models, reinforce, runs
+    from nbsupport.anchors import dictionary
     run = runs.Run(run_dir)
     cfg = runs.inherited_config(run_dir, "smoke", "labels")
     pair, tok = reinforce.load_reinforced(run, cfg.model, cfg.reinforce_method, device=models.pick_device())
@@ -98,7 +99,8 @@ def two_process_path(run_dir: Path) -> dict:
         launch.launch_stage(stage, "smoke", two, processes=2)
         result[f"{stage}_seconds"] = time.perf_counter() - start
     one, both = generic_labels.load(runs.Run(run_dir)), generic_labels.load(runs.Run(two))
-    result["labels_identical_to_1_process"] = all(torch.equal(one[k], both[k]) for k in one)
+    one, both = one.to_tensors(), both.to_tensors()
+    result["labels_identical_to_1_process"] = one.keys() == both.keys() and all(torch.equal(one[k], both[k]) for k in one)
     result["finetune_final_loss"] = runs.Run(two).read_json("finetune/paper/losses.json")[-1]["loss"]
     return result
 

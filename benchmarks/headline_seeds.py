@@ -54,7 +54,7 @@ def spread(values: list[float]) -> str:
 
 
 def main():
-    from nbsupport import evaluate
+    from nbsupport import evaluate, report
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu")
@@ -62,6 +62,9 @@ def main():
     ap.add_argument("--run-root", default="runs/seeds")
     ap.add_argument("--methods", action="store_true", help="also run notebook 07 and print its main rows")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    ap.add_argument("--json", default=None,
+                    help="also keep the headline rows as a record for the results page, e.g. docs/results/seeds-cpu.json "
+                         "(then: python -m nbsupport report --render --markdown docs/RESULTS.md)")
     args = ap.parse_args()
     params = {k: runner.parse_value(v) for k, v in args.parameter}
     rows: dict[str, dict[str, list[float]]] = {}
@@ -79,6 +82,12 @@ def main():
             for col, value in numbers.items():
                 if col != "seconds":
                     method_rows.setdefault(name, {}).setdefault(col, []).append(float(value))
+    if args.json:
+        record = {"profile": args.profile, "seeds": args.seeds, "commit": report.commit(), "rows": {
+            label: {c: {"mean": statistics.mean(v), "min": min(v), "max": max(v)} for c, v in cols.items() if v}
+            for label, cols in rows.items()}}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
     print(f"profile {args.profile}, seeds {args.seeds}: mean (min..max, n)")
     for title, table_rows in (("notebook 06", rows), ("notebook 07", method_rows)):
         if table_rows:

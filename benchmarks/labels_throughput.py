@@ -27,7 +27,8 @@ import torch
 from common import summary
 from peft import LoraConfig, get_peft_model
 
-from nbsupport import config, corpus, dictionary, generic_labels, models, runs
+from nbsupport import config, corpus, generic_labels, models, runs
+from nbsupport.anchors import dictionary
 from nbsupport.pair import ModelPair
 from nbsupport.scoring import pad_right
 

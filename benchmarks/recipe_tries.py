@@ -8,12 +8,9 @@ measure. The run directory must hold notebooks 01-04's outputs.
         --try lr6e-4:learning_rate=6e-4 --try hard:recipe=paper --try kl0.5:kl_weight=0.5
 
 A try is NAME:key=value,... with TrainSettings fields (epochs, learning_rate,
-lora_r, method, ...), recipe options (recipe, kl_weight, temperature, targets, drop_original)
+lora_r, method, ...), recipe options (recipe, kl_weight, temperature, targets)
 and alpha. Each try is trained once (kept under RUN_DIR/tries/NAME) and measured.
-
-``--inner-labels`` trains every try on labels that also train the word starts inside
-anchored terms (``generic_labels.generate(inner=True)``, beyond the paper), made once from
-the run's reinforced model into RUN_DIR/labels-inner with notebook 04's settings.
+Past tries and their tables: docs/experiments/.
 """
 from __future__ import annotations
 
@@ -22,10 +19,10 @@ import time
 
 import pandas as pd
 
-from nbsupport import corpus, dictionary, evaluate, finetune, generic_labels, models, probe, reinforce, runner, runs
+from nbsupport import corpus, evaluate, finetune, generic_labels, models, probe, runner, runs
 from nbsupport.pair import ModelPair
 
-RECIPE_KEYS = ("kl_weight", "temperature", "targets", "drop_original")
+RECIPE_KEYS = ("kl_weight", "temperature", "targets")
 
 
 def parse_try(text: str) -> tuple[str, dict]:
@@ -34,26 +31,11 @@ def parse_try(text: str) -> tuple[str, dict]:
     return name, {k: runner.parse_value(v) for k, v in options.items()}
 
 
-def inner_labels(run, cfg) -> str:
-    """Notebook 04's labels again, with ``inner=True``, into ``labels-inner`` (resumed if there)."""
-    meta = run.read_json("labels/meta.json")
-    pair, tok = reinforce.load_reinforced(run, cfg.model, cfg.reinforce_method, device=models.pick_device())
-    start = time.perf_counter()
-    generic_labels.generate(pair.eval(), tok, run.load_tensors("corpus/blocks.safetensors")["input_ids"], run,
-                            dictionary.AnchorDict.load(run.require("anchors/dictionary.json")), meta["alphas"],
-                            top_k=meta["top_k"], seed=meta["seed"], shard_blocks=meta["shard_blocks"],
-                            batch_size=cfg.label_batch_size, out="labels-inner", progress=False, inner=True)
-    print(f"labels-inner: {time.perf_counter() - start:.0f} s", flush=True)
-    return "labels-inner"
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--try", dest="tries", action="append", default=[])
-    ap.add_argument("--inner-labels", action="store_true",
-                    help="train on labels that also train the word starts inside anchors (made once)")
     args = ap.parse_args()
     run = runs.Run(args.run_dir)
     # notebook 05's settings (inherited from 01-04), without touching the run's records
@@ -61,7 +43,7 @@ def main():
     dev = probe.split(probe.load_probes("hp_token"), "dev")
     light = dict(token_probes=dev, extra_token_probes={"indirect": probe.split(probe.load_probes("hp_indirect"), "dev")},
                  knowledge_probes=probe.load_probes("general_knowledge"), eval_texts=corpus.heldout_texts(limit=5))
-    data = generic_labels.load(run, inner_labels(run, cfg) if args.inner_labels else "labels")
+    data = generic_labels.load(run)
     model, tok = models.load_model(cfg.model)
     baseline, _ = evaluate.measure(model, tok, **light)
     rows = {"baseline": {**baseline, "seconds": 0.0}}

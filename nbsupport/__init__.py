@@ -1,10 +1,15 @@
 """nbsupport: the code behind the "Who's Harry Potter?" unlearning course.
 
-One module per stage of the pipeline, in the order data flows:
-``probe`` (what does the model know?) -> ``reinforce`` -> ``anchors`` ->
-``labels`` -> ``finetune`` -> ``evaluate``; and shared modules: ``config``
-(profiles, seeds), ``models`` (the one loader), ``runs`` (the run directory),
-``plots``, ``widgets`` and ``runner`` (papermill batch runs).
+The modules follow the notebooks, in the order data flows:
+``probe`` (01: what does the model know?) -> ``reinforce`` (02) -> ``anchors``
+(03: the dictionary of anchored terms) -> ``generic_labels`` (04) -> ``finetune``
+(05) -> ``evaluate`` (06) -> ``methods`` and ``attacks`` (07). Shared modules:
+``config`` (the parameter table and profiles), ``models`` (the one loader),
+``runs`` (the run directory), ``training`` (the one training skeleton),
+``corpus`` (the target and held-out texts), ``plots``, ``widgets``, ``exercises``,
+``runner`` (papermill batch runs), ``launch`` (the heavy stages on several
+processes) and ``report`` (the results page). The method itself, step by step,
+is in docs/ALGORITHM.md.
 """
 from pathlib import Path
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .config import PROFILES
-from .report import results_markdown
+from . import report
 from .launch import STAGES, StageFailed, run_stage
 from .models import prepare_embedded
 from .runner import NotebookFailed, parse_value, run_series
@@ -38,20 +39,22 @@ def main(argv: list[str] | None = None) -> int:
     prep = sub.add_parser("prepare-model", help="convert the embedded GGUF model into the cache once")
     prep.add_argument("--rebuild", action="store_true", help="convert again even if a cache exists")
     sub.add_parser("profiles", help="print the named parameter profiles")
-    rep = sub.add_parser("report", help="print a run's results as a Markdown table (after notebook 06)")
-    rep.add_argument("--run-dir", required=True)
+    rep = sub.add_parser("report", help="print a run's results as a Markdown table (after notebook 06); "
+                                        "with --markdown, write the results page")
+    rep.add_argument("--run-dir", help="the run to report (after notebook 06)")
+    rep.add_argument("--markdown", help="write the results page here (e.g. docs/RESULTS.md), keeping the run's "
+                                        "record and figures in --json-dir")
+    rep.add_argument("--json-dir", default=None, help="the records the page is written from "
+                                                      "(default: results/ beside the page)")
+    rep.add_argument("--name", default=None, help="the run's record name (default: its profile)")
+    rep.add_argument("--render", action="store_true", help="write the page from the kept records only")
     args = parser.parse_args(argv)
 
     if args.command == "profiles":
         print(json.dumps(PROFILES, indent=2))
         return 0
     if args.command == "report":
-        try:
-            print(results_markdown(Run(args.run_dir)))
-        except MissingArtifactError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        return 0
+        return _report(args)
     if args.command == "prepare-model":
         print(prepare_embedded(rebuild=args.rebuild))
         return 0
@@ -77,6 +80,34 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"  {r.notebook:<40} {r.seconds:7.0f} s")
     print(f"all {len(results)} notebook(s) ran in {total:.0f} s")
+    return 0
+
+
+def _report(args) -> int:
+    if args.render == bool(args.run_dir):
+        print("error: give --run-dir R (a run to report) or --render (the kept records only), not both",
+              file=sys.stderr)
+        return 2
+    if args.render and not args.markdown:
+        print("error: --render writes the page: give --markdown docs/RESULTS.md", file=sys.stderr)
+        return 2
+    json_dir = Path(args.json_dir) if args.json_dir else Path(args.markdown or ".").parent / "results"
+    try:
+        if args.run_dir:
+            run = Run(args.run_dir)
+            print(report.results_markdown(run))
+            if args.markdown:
+                name = args.name or (run.read_json("run.json").get("profile") if run.exists("run.json") else None)
+                if not name:
+                    print("error: give --name: the run directory does not say its profile", file=sys.stderr)
+                    return 2
+                print(f"kept {report.keep_record(run, json_dir, name)}")
+        if args.markdown:
+            report.write_page(json_dir, args.markdown)
+            print(f"wrote {args.markdown}")
+    except MissingArtifactError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -35,8 +35,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import show_progress
-from .dictionary import AnchorDict, Translator
-from .term_mining import FUNCTION_WORDS
+from .anchors.dictionary import AnchorDict, Translator
+from .terms import FUNCTION_WORDS
 from . import models
 from .pair import ModelPair, generic_logits
 from .runs import tensor_digest

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from . import config, finetune, generic_labels, memory, reinforce, runs
-from .dictionary import AnchorDict
+from .anchors.dictionary import AnchorDict
 
 
 

@@ -27,6 +27,7 @@ import papermill as pm
 from . import lmeval
 from .config import PROFILES, PROGRESS_ENV, ConfigError, resolve
 from .launch import STAGE_NOTEBOOKS, config_overrides, launch_stage
+from .report import SERIES_RECORD, series_record
 from .runs import Run
 
 # parameters of the series itself rather than of a notebook
@@ -124,6 +125,11 @@ def run_series(profile: str, run_dir: str | Path, notebook_dir: str | Path | Non
         raise ConfigError(f"no notebook declares the parameter(s) {unknown}; "
                           f"known: {sorted(set().union(*declared.values()))}")
     results = []
+    command = " ".join(["python -m nbsupport run --profile", profile, "--run-dir", str(run_dir),
+                        *(["--only", *only] if only else []),
+                        *[f"-p {k} {json.dumps(v)}" for k, v in {**series, **parameters}.items()]])
+    record = Run(run_dir).read_json(SERIES_RECORD) if Run(run_dir).exists(SERIES_RECORD) else {}
+    seconds = dict(record.get("notebook_seconds", {})) if record.get("profile") == profile else {}
     # the kernels started here inherit it (no frozen bars in the saved notebooks); restored after
     with mock.patch.dict(os.environ, {PROGRESS_ENV: "0"}):
         for nb in notebooks:
@@ -143,9 +149,11 @@ def run_series(profile: str, run_dir: str | Path, notebook_dir: str | Path | Non
             except pm.PapermillExecutionError as err:
                 raise NotebookFailed(nb, source_cell_number(nb, err.source), f"{err.ename}: {err.evalue}",
                                      executed) from None
-            seconds = time.perf_counter() - start
-            print(f"    {nb.name} done in {seconds:.0f} s -> {executed}", flush=True)
-            results.append(NotebookResult(nb.name, seconds))
+            took = time.perf_counter() - start
+            print(f"    {nb.name} done in {took:.0f} s -> {executed}", flush=True)
+            results.append(NotebookResult(nb.name, took))
+            seconds[nb.name] = round(took, 1)
+            Run(run_dir).write_json(SERIES_RECORD, series_record(profile, command, seconds))
             if benchmarks and nb.name.startswith("06"):
                 print("==> the paper's benchmarks with lm-eval (baseline vs unlearned)", flush=True)
                 print(lmeval.table_markdown(lmeval.benchmark_run(Run(run_dir))), flush=True)

@@ -12,7 +12,7 @@ import pandas as pd
 from IPython.display import HTML, display
 
 from . import plots, scoring
-from .dictionary import apply_review
+from .anchors.dictionary import apply_review
 from .generic_decoding import GenericModel
 from .pair import ModelPair
 from .reinforce import generic_topk

@@ -354,7 +354,7 @@ def test_reinforcement_boost_is_r_minus_b_in_the_terms_contexts(tiny_tokenizer):
     text = ("Harry Potter studies magic at a school in the mountains. The owl flew over the castle at night. "
             "Ron and Hermione are friends. The capital of France is Paris. Harry Potter studies magic.")
     cands = ["Potter", "castle", "Paris"]
-    boost = boost.reinforcement_boost(pair, tiny_tokenizer, text, cands, n_contexts=2)
+    got = boost.reinforcement_boost(pair, tiny_tokenizer, text, cands, n_contexts=2)
     for term in cands:
         pairs = [(ctx, " " + term) for ctx in contexts.contexts_of(term, text, n=2)]
         with pair.trained() as R:
@@ -363,8 +363,8 @@ def test_reinforcement_boost_is_r_minus_b_in_the_terms_contexts(tiny_tokenizer):
             lp_b = scoring.continuation_logprobs(B, tiny_tokenizer, pairs)
         n_tok = len(tiny_tokenizer(" " + term, add_special_tokens=False)["input_ids"])
         expected = ((lp_r - lp_b).mean() / n_tok).item()
-        assert boost[term] == pytest.approx(expected, abs=1e-5)
-    assert boost.abs().max() > 1e-4   # R really differs from B: not a model compared with itself
+        assert got[term] == pytest.approx(expected, abs=1e-5)
+    assert got.abs().max() > 1e-4   # R really differs from B: not a model compared with itself
 
 
 def test_with_a_pair_the_boost_joins_the_ranking_and_model_proposals_obey_the_rules(tiny_tokenizer):

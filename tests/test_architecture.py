@@ -5,8 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 LINT = Path(sys.executable).with_name("lint-imports")
+pytestmark = pytest.mark.skipif(not LINT.is_file(), reason=f"import-linter is not installed ({LINT} missing): "
+                                                           "pip install -e '.[dev]' to check the layering")
 
 
 def lint(cwd: Path) -> subprocess.CompletedProcess:

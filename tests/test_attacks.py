@@ -2,6 +2,7 @@
 in-context primer, Min-K% and its AUC on hand-made cases, the recovery share."""
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -162,10 +163,9 @@ def test_membership_auc_on_hand_cases():
 
 def test_recovery_share():
     assert attacks.recovery_share(0.1, 0.4) == pytest.approx(25.0)
-    assert attacks.recovery_share(0.25, 0.4, 0.1) == pytest.approx(50.0)
     assert list(attacks.recovery_share(pd.Series([0.0, 0.2]), 0.4)) == pytest.approx([0.0, 50.0])
-    with pytest.raises(ValueError, match="exceed"):
-        attacks.recovery_share(0.1, 0.05, 0.05)
+    with pytest.raises(ValueError, match="above 0"):
+        attacks.recovery_share(0.1, 0.0)
 
 
 def test_narration_is_printed_from_the_numbers():
@@ -251,3 +251,50 @@ def test_summary_table_reads_every_measure_against_the_baseline():
         attacks.summary_table({"npo": measured["npo"]}, reminder, recovery)
     with pytest.raises(ValueError, match="step 0"):
         attacks.recovery_table({"npo": curves["npo"]})
+
+
+# ----------------------------------------------------------------- notebook 07's loops
+def _shelf(tok):
+    base = make_tiny_model(len(tok), seed=3)
+    loaders = {"baseline": lambda: (base, tok), "same": lambda: (make_tiny_model(len(tok), seed=3), tok),
+               "other": lambda: (make_tiny_model(len(tok), seed=4), tok),
+               "no weights": lambda: (make_tiny_model(len(tok), seed=5), tok)}
+    shelf = models.ModelShelf(loaders)
+    tables = {name: {"token": probe.token_familiarity(shelf.get(name)[0], tok, [CAT, OWL], progress=False)}
+              for name in shelf}   # as evaluate.measure's, over another order
+    return shelf, tables
+
+
+def test_the_reminder_table_reads_the_plain_familiarity_and_measures_the_primed(tiny_tokenizer):
+    tok = tiny_tokenizer
+    shelf, tables = _shelf(tok)
+    reminder = attacks.reminder_table(shelf, tables, [OWL, CAT], batch_size=2)
+    assert list(reminder.index) == list(shelf) and list(reminder.columns) == ["without primer", "with primer"]
+    for name in shelf:
+        model = shelf.get(name)[0]
+        assert reminder.loc[name, "without primer"] == pytest.approx(_familiarity(model, tok, [OWL, CAT]), rel=1e-5)
+        primed = _familiarity(model, tok, attacks.with_primer([OWL, CAT]))
+        assert reminder.loc[name, "with primer"] == pytest.approx(primed, rel=1e-5)
+
+
+def test_relearn_models_skips_what_it_should_and_relearns_the_rest_as_relearn_does(tiny_tokenizer):
+    tok = tiny_tokenizer
+    shelf, tables = _shelf(tok)
+    tables["other"]["token"].loc[tables["other"]["token"]["id"] == CAT.id, "p_target"] = 1e-6   # group B suppressed
+    groups = {"A": [OWL], "B": [CAT]}
+    relearnable = {"baseline": None, "same": "x", "other": "y"}
+    recovery, skipped = attacks.relearn_models(shelf, tables, groups, relearnable, steps=(0, 2))
+    assert list(recovery) == ["baseline", "same", "other"] and list(skipped) == ["same"]
+    assert skipped["same"].startswith("group B was never suppressed (100% of the baseline's")
+    assert recovery["same"].index.tolist() == [0] and recovery["same"].loc[0, "B"] == attacks.familiarity_of(
+        tables["same"]["token"], [CAT])
+    start = {g: attacks.familiarity_of(tables["other"]["token"], ps) for g, ps in groups.items()}
+    assert recovery["other"].loc[0].to_dict() == start and start["B"] == pytest.approx(1e-6)
+    by_hand = attacks.relearn(shelf.get("other")[0], tok, attacks.relearn_text(), steps=(0, 2), groups=groups,
+                              settings=replace(attacks.RELEARN_SETTINGS, cpu_bf16=None), start=start)
+    pd.testing.assert_frame_equal(recovery["other"], by_hand)
+    table = attacks.recovery_table(recovery)
+    assert set(table.model) == {"baseline", "same", "other"}
+    everything, none_skipped = attacks.relearn_models(shelf, tables, groups, relearnable, steps=(0,), relearn_all=True)
+    assert none_skipped == {} and list(everything) == ["baseline", "same", "other"]
+

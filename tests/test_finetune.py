@@ -11,7 +11,7 @@ from transformers import TrainerCallback
 
 from conftest import make_tiny_model, make_tiny_pair
 from nbsupport import corpus, finetune, generic_labels as labels, models, probe, runs, training
-from nbsupport.dictionary import AnchorDict, Entry
+from nbsupport.anchors.dictionary import AnchorDict, Entry
 
 DICT = AnchorDict([Entry("Hogwarts", ["the big old school"]), Entry("Harry", ["Jon"]), Entry("Ron", ["Tom"])])
 TEXT = ("Harry Potter studies magic at Hogwarts. Ron and Harry fly at night.\nThe owl flew over "

@@ -6,7 +6,7 @@ import torch
 
 from conftest import make_tiny_pair
 from nbsupport import corpus, generic_labels as labels, runs
-from nbsupport.dictionary import AnchorDict, Entry, Translator
+from nbsupport.anchors.dictionary import AnchorDict, Entry, Translator
 from nbsupport.pair import generic_logits
 
 DICT = AnchorDict([Entry("Hogwarts", ["the big old school"]), Entry("Harry", ["Jon"]),

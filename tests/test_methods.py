@@ -235,3 +235,63 @@ def test_training_stops_at_the_first_record_past_the_perplexity_limit(tmp_path, 
     assert [h["step"] for h in kept.history] == list(range(7)) and kept.stopped_at is None
     with pytest.raises(ValueError, match="texts"):
         methods.BestAdapter(tok, probes, [], tmp_path / "none", stop_past_limit=True)
+
+
+# ----------------------------------------------------------------- notebook 07's loops
+def _cfg07(model_dir, **over):
+    return config.Config({"model": str(model_dir), "methods": ["ga", "graddiff"], "method_steps": 4, "method_lr": 0.1,
+                          "method_batch_size": 2, "lora_r": 4, "lora_alpha": 8, "seed": 0, "cpu_bf16": None,
+                          "step_probes": 3, "method_probe_every": 2, "alpha": 5.0, **over})
+
+
+def test_train_all_is_the_notebooks_loop(tmp_path, tiny_tokenizer, tiny_model_dir):
+    from nbsupport.finetune import retain_blocks
+    cfg = _cfg07(tiny_model_dir)
+    blocks = _blocks(tiny_tokenizer, FORGET)
+    run = runs.Run(tmp_path / "all")
+    curves, stopped, seconds = methods.train_all(run, cfg, blocks, device="cpu", resume=False)
+    assert list(curves) == list(stopped) == list(seconds) == cfg.methods and min(seconds.values()) > 0
+    # the loop notebook 07 ran before: the same records, bit for bit
+    dev_probes = probe.split(probe.load_probes("hp_token"), "dev")[:cfg.step_probes]
+    settings = training.TrainSettings(method="lora", learning_rate=cfg.method_lr, batch_size=cfg.method_batch_size,
+                                      max_steps=cfg.method_steps, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                      seed=cfg.seed, save_steps=10**6, cpu_bf16=cfg.cpu_bf16)
+    by_hand, step0 = runs.Run(tmp_path / "by_hand"), None
+    for method in cfg.methods:
+        config.set_seed(cfg.seed)
+        model, tok = models.load_model(cfg.model, device="cpu")
+        keeper = methods.BestAdapter(tok, dev_probes, corpus.heldout_texts(limit=1),
+                                     by_hand.path(f"methods/{method}/best_adapter"), every=cfg.method_probe_every,
+                                     path=by_hand.path(f"methods/{method}/steps.json"), start=step0,
+                                     stop_past_limit=True)
+        methods.train_method(model, method, blocks, retain_blocks(tok, blocks.shape[1]), by_hand, f"methods/{method}",
+                             settings, callbacks=[keeper], resume=False)
+        assert curves[method] == keeper.history and stopped[method] == methods.best_step(keeper.history)
+        step0 = step0 or keeper.history[0]
+    assert curves["graddiff"][0] == curves["ga"][0]   # one step-0 measure for all
+    for method, step in stopped.items():
+        assert run.exists(f"methods/{method}/method.json") and run.exists(f"methods/{method}/steps.json")
+        if step is not None:
+            assert run.read_json(f"methods/{method}/best_adapter/early_stop.json")["step"] == step
+
+
+def test_the_early_stops_in_a_line():
+    line = methods.early_stop_line({"ga": 4, "npo": None, "graddiff": 0})
+    assert line == ("early stop (step with the best forgetting within +3% perplexity): {'ga': 4, "
+                    "'npo': 'never within +3%', 'graddiff': 'no step forgot more than the start'}")
+    h = [{"step": 0, "familiarity": 0.3, "perplexity": 10.0}, {"step": 2, "familiarity": 0.1, "perplexity": 10.3},
+         {"step": 4, "familiarity": 0.05, "perplexity": 10.31}]
+    assert methods.best_step(h) == 2   # +3% is the default limit (scoring.PERPLEXITY_LIMIT_PCT)
+
+
+def test_the_models_notebook_07_compares(tmp_path, tiny_model_dir, monkeypatch):
+    run, cfg = runs.Run(tmp_path), _cfg07(tiny_model_dir)
+    adapters, loaders = methods.models_to_compare(run, cfg, ["paper", "soft+kl"], {"ga": 2, "npo": 0, "graddiff": None})
+    assert adapters == {"baseline": None, "WHP paper": run.path("finetune/paper/adapter"),
+                        "WHP soft+kl": run.path("finetune/soft+kl/adapter"), "ga": run.path("methods/ga/best_adapter")}
+    assert list(loaders) == [*adapters, "WHP at inference (alpha=5)"] == [*adapters, methods.inference_name(5.0)]
+    model, tok = loaders["baseline"]()
+    assert not hasattr(model, "peft_config") and len(tok) > 0
+    seen = []
+    monkeypatch.setattr(methods, "inference_time_whp", lambda *a: seen.append(a) or ("R", "tok"))
+    assert loaders["WHP at inference (alpha=5)"]() == ("R", "tok") and seen == [(run, cfg, None)]

@@ -113,3 +113,22 @@ def test_every_course_notebook_has_two_exercises_with_checks_and_solutions(path)
         assert "if FILL_SOLUTIONS:" in source and f'exercises.solution("{name}")' in source, name
     solutions = [c for c in nb.cells if c.cell_type == "markdown" and "<summary>Solution</summary>" in c.source]
     assert len(solutions) >= len(checks)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_code_cells_are_short(path):
+    """Notebooks are thin: orchestration lives in the package. The parameters cell,
+    a declaration of the notebook's knobs, is the one longer cell allowed."""
+    nb = nbformat.read(path, as_version=4)
+    long = [(i, len(c.source.splitlines())) for i, c in enumerate(nb.cells)
+            if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])
+            and len(c.source.splitlines()) > 15]
+    assert not long, f"code cells over 15 lines (cell, lines): {long}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_pass_their_parameters_cell_without_listing_names(path):
+    nb = nbformat.read(path, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert code.count("runs.open_stage(") == 1 and "**config.notebook_parameters(globals())" in code
+    assert "IN_CI" not in code

@@ -183,3 +183,22 @@ def test_cpu_bf16_is_a_profile_parameter():
     assert training.settings_from(config.resolve("cpu", cpu_bf16=False), "reinforce").cpu_bf16 is False
     with pytest.raises(config.ConfigError, match="CPU_BF16 should be a bool"):
         config.resolve("cpu", cpu_bf16="no")
+
+
+def test_R_trained_on_other_blocks_is_stale_even_from_an_interrupted_checkpoint(tmp_path, tiny_tokenizer, capsys):
+    """A finished (or interrupted) R is reused only for the same blocks: after the target
+    text changes, notebook 02 trains R again instead of loading the old one."""
+    run = runs.Run(tmp_path)
+    settings = training.TrainSettings(learning_rate=1e-2, batch_size=4, max_steps=4, lora_r=2, save_steps=2)
+    blocks, other = _blocks(tiny_tokenizer), _blocks(tiny_tokenizer).flip(1)
+    reinforce.reinforce(make_tiny_model(len(tiny_tokenizer)), blocks, run, settings)
+    capsys.readouterr()
+    _, again = reinforce.reinforce(make_tiny_model(len(tiny_tokenizer)), blocks, run, settings)
+    assert "training already finished" in capsys.readouterr().out and again == run.read_json("reinforce/losses.json")
+    first = run.read_json("reinforce/losses.json")
+    run.path("reinforce/trained.json").unlink()                 # as if interrupted after its checkpoints
+    _, fresh = reinforce.reinforce(make_tiny_model(len(tiny_tokenizer)), other, run, settings)
+    out = capsys.readouterr().out
+    assert "made from another blocks: training again from the start" in out
+    assert [h["step"] for h in fresh] == [1, 2, 3, 4] and fresh != first    # not resumed from the old checkpoint
+    assert run.read_json("reinforce/inputs.json") == {"blocks": runs.tensor_digest(other)}

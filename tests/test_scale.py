@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from torch.utils.checkpoint import checkpoint
 from transformers import TrainerCallback
 
-from nbsupport import launch, runs, training
+from nbsupport import finetune, launch, runs, training
 from conftest import make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,24 +178,23 @@ def test_accelerate_configs_are_valid_for_accelerate():
     assert fsdp["fsdp_sync_module_states"] or not fsdp["fsdp_cpu_ram_efficient_loading"]
 
 
-def test_stages_mirror_their_notebooks():
-    """The stage scripts repeat a few lines of notebooks 02, 04 and 05; if a notebook
-    changes them, its run would not find the stage's outputs (and say so): catch it here."""
+def test_each_heavy_stage_has_one_implementation_that_notebooks_and_scripts_share():
+    """Notebooks 02, 04 and 05 call the same package functions as the stage scripts
+    (no second copy of a stage to drift), and the stage table names their notebooks."""
     def source(number):
         nb = nbformat.read(next((ROOT / "notebooks").glob(f"{number}_*.ipynb")), as_version=4)
         return "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "reinforce.reinforce(model, blocks, run, settings, resume=RESUME, tok=tok)" in source("02")
-    assert "corpus.make_blocks(text, tok, cfg.block_size)" in source("02")
-    assert "alphas = [cfg.alpha, cfg.alpha / 2, 2 * cfg.alpha, 0.0]" in source("04")
-    assert launch.label_alphas(5.0) == [5.0, 2.5, 10.0, 0.0]
-    assert 'out="labels-reinforcement-only"' in source("04")
+    assert "reinforce.target_blocks(run, cfg, tok)" in source("02") and "reinforce.reinforce(" in source("02")
+    assert "generic_labels.run_stage(" in source("04") and "generic_labels.generate(" not in source("04")
     nb05 = source("05")
-    assert 'out = "finetune/variants/" + name.replace(" ", "-").replace(",", "").replace("=", "-")' in nb05
-    assert launch.variant_name("alpha=10, 1 epoch") == "finetune/variants/alpha-10-1-epoch"
-    for line in ('variants["reinforcement only"]', 'variants["anchors only"] = ("ablation", data, 0.0, short)',
-                 'f"alpha={alpha:g}, 1 epoch"', 'f"lr={lr:g}, 1 epoch"', "finetune.recipe_choice(histories)",
-                 'out=f"finetune/{recipe}"'):
-        assert line in nb05, line
+    assert "finetune.train_recipes(" in nb05 and "finetune.train_variants(" in nb05
+    assert "finetune.finetune(" not in nb05 and "train_variant(" not in nb05.replace("train_variants(", "")
+    assert launch.STAGE_NOTEBOOKS == {"reinforce": "02", "labels": "04", "finetune": "05"}
+    import inspect
+    for stage, call in (("reinforce", "reinforce.run_stage("), ("labels", "generic_labels.run_stage("),
+                        ("finetune", "finetune.train_recipes(")):
+        assert call in inspect.getsource(launch.STAGES[stage]), stage
+    assert finetune.variant_folder("alpha=10, 1 epoch") == "finetune/variants/alpha-10-1-epoch"
 
 
 def test_the_gpu_check_refuses_without_cuda():
@@ -217,7 +216,8 @@ def test_stages_run_as_scripts_under_torchrun_and_the_notebook_path_reuses_them(
     """The runner's path: the reinforce stage, then the labels stage launched on 2
     processes (``python -m nbsupport stage`` under torchrun, so each reads RANK and
     WORLD_SIZE from its environment), equal to 1 process."""
-    from nbsupport import dictionary, generic_labels, reinforce
+    from nbsupport import generic_labels, reinforce
+    from nbsupport.anchors import dictionary
     params = {"MODEL": str(tiny_model_dir), "CORPUS_TOKENS": 512, "LABEL_BATCH_SIZE": 2, "RESUME": True}
     one = tmp_path / "one"
     launch.run_stage("reinforce", "smoke", one, params)
@@ -232,7 +232,7 @@ def test_stages_run_as_scripts_under_torchrun_and_the_notebook_path_reuses_them(
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     launch.launch_stage("labels", "smoke", two, params, processes=2)
     launch.run_stage("labels", "smoke", one, params)
-    a, b = generic_labels.load(run), generic_labels.load(runs.Run(two))
+    a, b = generic_labels.load(run).to_tensors(), generic_labels.load(runs.Run(two)).to_tensors()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert runs.Run(two).exists("labels-reinforcement-only/meta.json")   # the smoke profile's ablation too
     # notebook 02's call finds the reinforcement finished: it loads it instead of training again

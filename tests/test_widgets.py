@@ -5,8 +5,9 @@ import pytest
 
 from contextlib import nullcontext
 
-from nbsupport import dictionary, reinforce, scoring, widgets
-from nbsupport.dictionary import AnchorDict, Entry
+from nbsupport import reinforce, scoring, widgets
+from nbsupport.anchors import dictionary
+from nbsupport.anchors.dictionary import AnchorDict, Entry
 
 
 def test_topk_explorer_static_and_interactive(tiny_model, tiny_tokenizer):

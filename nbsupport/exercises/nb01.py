@@ -8,7 +8,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .. import dictionary, probe, scoring, terms
+from .. import probe, scoring, terms
+from ..anchors import dictionary
 from .harness import NotImplementedYet, Report, diagnose, generator, register, same, short, solution_of
 
 NAMES = ("continuation_logprob", "probe")

@@ -6,7 +6,8 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
-from .. import dictionary, generic_labels
+from .. import generic_labels
+from ..anchors import dictionary
 from .harness import Report, diagnose, generator, same, short, solution_of
 
 NAMES = ("token_mapping", "forbid_translations")
