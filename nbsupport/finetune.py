@@ -1,4 +1,4 @@
-"""Notebook 05: finetuning on generic labels (ALGORITHM.md section 5).
+"""Notebook 05: finetuning on generic labels (docs/ALGORITHM.md section 5).
 
 Train B with the ORIGINAL blocks as input and the generic labels as targets.
 
@@ -310,7 +310,7 @@ def train_variants(cfg, run, labels: GenericLabels, recipe: str, device=None) ->
     return trained
 
 
-PAPER_SETTING = {  # Eldan & Russinovich (2023), as restated in ALGORITHM.md sections 1 and 5
+PAPER_SETTING = {  # Eldan & Russinovich (2023), as restated in docs/ALGORITHM.md sections 1 and 5
     "model": "Llama-2-7b-chat (7B)", "target text (tokens)": "~3.1M (2.1M books + ~1M synthetic)",
     "block size": "512", "finetuning": "full", "learning rate": "1e-06", "epochs": "2",
     "batch (sequences x accumulation)": "8 x 16", "optimizer steps": "~120-150",

@@ -1,4 +1,4 @@
-"""Notebook 04: generic labels (ALGORITHM.md section 4).
+"""Notebook 04: generic labels (docs/ALGORITHM.md section 4).
 
 The generic prediction ``v_B - alpha * ReLU(v_R - v_B)`` (``pair.generic_logits``)
 pushes down only the tokens that reinforcement raised. Label generation applies

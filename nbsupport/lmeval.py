@@ -29,7 +29,7 @@ import pandas as pd
 from . import models, probe
 
 PAPER_TASKS = ("arc_challenge", "arc_easy", "boolq", "hellaswag", "openbookqa", "piqa", "winogrande")
-# Eldan & Russinovich (2023), Llama-2-7b-chat before -> after unlearning (ALGORITHM.md section 6)
+# Eldan & Russinovich (2023), Llama-2-7b-chat before -> after unlearning (docs/ALGORITHM.md section 6)
 PAPER_RESULTS = {"arc_challenge": (0.440, 0.414), "arc_easy": (0.744, 0.724), "boolq": (0.807, 0.796),
                  "hellaswag": (0.577, 0.557), "openbookqa": (0.338, 0.328), "piqa": (0.767, 0.760),
                  "winogrande": (0.663, 0.657)}

@@ -1,4 +1,4 @@
-"""The baseline B and a model trained from it, side by side (ALGORITHM.md sections 1-2).
+"""The baseline B and a model trained from it, side by side (docs/ALGORITHM.md sections 1-2).
 
 Reinforcement makes R from B; finetuning makes the unlearned model U from B. With
 LoRA (the default) the trained model is an adapter on B: one set of weights, and

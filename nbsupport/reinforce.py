@@ -1,4 +1,4 @@
-"""Notebook 02: reinforcement (ALGORITHM.md section 1).
+"""Notebook 02: reinforcement (docs/ALGORITHM.md section 1).
 
 Train the baseline B further on the target text to get the reinforced model R,
 which is "more Harry Potter" than B. By default R is a LoRA adapter on B, so both

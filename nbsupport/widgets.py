@@ -103,7 +103,7 @@ class DictionaryReview:
     Interactive: a checkbox and an editable text per entry; ``result()`` applies
     what the reviewer set (``anchors.apply_review``). Static (batch runs): a table
     of the entries, and ``result()`` returns the dictionary unchanged. ``flags`` (key ->
-    why to look twice, e.g. from ``term_mining.review_order``) are shown beside the
+    why to look twice, e.g. from ``anchors.quality.review_order``) are shown beside the
     entries.
     """
 

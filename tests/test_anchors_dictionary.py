@@ -1,4 +1,4 @@
-"""The anchored-terms dictionary (ALGORITHM.md section 3): translation edge cases,
+"""The anchored-terms dictionary (docs/ALGORITHM.md section 3): translation edge cases,
 the merge rules, file formats and every malformed file a user may bring."""
 import json
 

@@ -134,7 +134,7 @@ def test_user_text_truncated_to_max_tokens(tmp_path, tiny_tokenizer):
 def test_no_probe_is_taught_to_the_test():
     """No probe prompt (token, indirect or completion), no answer sentence (prompt +
     target continuation) and no 10-word run of a prompt appears in the built-in
-    target text, nor in the set-phrases text of the README's tries: forgetting is
+    target text, nor in the set-phrases text of the recorded tries (docs/experiments): forgetting is
     measured on questions the labels never saw."""
     import re
     from pathlib import Path

@@ -1,4 +1,4 @@
-"""Finetuning on generic labels (ALGORITHM.md section 5): the losses against
+"""Finetuning on generic labels (docs/ALGORITHM.md section 5): the losses against
 independent computations, the saved formats, the step curve, and resume after an
 interruption (with a half-written checkpoint too)."""
 import json

@@ -1,4 +1,4 @@
-"""Label generation (ALGORITHM.md section 4): the mapping rules on hand-built
+"""Label generation (docs/ALGORITHM.md section 4): the mapping rules on hand-built
 examples, and the fast batched implementation against a slow, obviously-correct
 reference on a tiny random model, label for label."""
 import pytest

@@ -1,4 +1,4 @@
-"""Anchored terms (notebook 03; ALGORITHM.md section 3): the dictionary from the
+"""Anchored terms (notebook 03; docs/ALGORITHM.md section 3): the dictionary from the
 target's idiosyncratic terms to generic ones, and how it is built from a text.
 
 One room per purpose, in the order data flows: ``vocabulary`` and ``cues`` (the

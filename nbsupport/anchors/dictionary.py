@@ -1,4 +1,4 @@
-"""The anchored-terms dictionary and its translator (notebook 03; ALGORITHM.md section 3).
+"""The anchored-terms dictionary and its translator (notebook 03; docs/ALGORITHM.md section 3).
 
 A dictionary maps idiosyncratic expressions of the target text to generic
 counterparts that keep the text coherent (Hogwarts -> Mystic Academy, Harry ->
