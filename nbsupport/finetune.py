@@ -194,7 +194,7 @@ class StepProbe(TrainerCallback):
             self.on_record(self.history)
 
 
-def choose_recipe(histories: dict[str, list[dict]], max_perplexity_rise: float = 3.0) -> str:
+def choose_recipe(histories: dict[str, list[dict]], max_perplexity_rise: float = scoring.PERPLEXITY_LIMIT_PCT) -> str:
     """The recipe to carry forward, chosen by measurement: the largest drop in
     familiarity at the last step (on the step probes, which come from the
     development half) among those whose perplexity rose at most
@@ -203,7 +203,8 @@ def choose_recipe(histories: dict[str, list[dict]], max_perplexity_rise: float =
     return recipe_choice(histories, max_perplexity_rise)[0]
 
 
-def recipe_choice(histories: dict[str, list[dict]], max_perplexity_rise: float = 3.0) -> tuple[str, str]:
+def recipe_choice(histories: dict[str, list[dict]],
+                  max_perplexity_rise: float = scoring.PERPLEXITY_LIMIT_PCT) -> tuple[str, str]:
     """``choose_recipe``'s choice and why, in words: ``(name, reason)``."""
     if not histories:
         raise ValueError("no recipe was trained")
@@ -212,7 +213,7 @@ def recipe_choice(histories: dict[str, list[dict]], max_perplexity_rise: float =
         return 1 - h[-1]["familiarity"] / h[0]["familiarity"]
 
     def rise(h):
-        return 100 * (h[-1]["perplexity"] / h[0]["perplexity"] - 1)
+        return scoring.rise_pct(h[0]["perplexity"], h[-1]["perplexity"])
 
     if len(histories) == 1:
         return next(iter(histories)), "the only recipe trained"

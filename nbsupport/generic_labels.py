@@ -34,13 +34,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .config import show_progress
-from .anchors.dictionary import AnchorDict, Translator
-from .terms import FUNCTION_WORDS
 from . import models
+from .anchors.dictionary import AnchorDict, Translator
+from .config import show_progress
 from .pair import ModelPair, generic_logits
 from .runs import tensor_digest
 from .scoring import pad_right
+from .terms import FUNCTION_WORDS
+from .training import wait_for_everyone
 
 IGNORE = -100
 
@@ -219,11 +220,10 @@ class GenericLabels:
     topk_values: dict[float, torch.Tensor] = field(default_factory=dict)
 
     @property
-    def alphas(self) -> list[float]:
+    def alphas(self) -> list[float]:   # in increasing order
         return sorted(self.hard)
 
-    def labels(self, alpha: float) -> torch.Tensor:
-        """The hard labels of ``alpha`` [n, L]; a KeyError naming the alphas there are."""
+    def labels(self, alpha: float) -> torch.Tensor:   # [n, L]; a KeyError names the alphas there are
         if float(alpha) not in self.hard:
             raise KeyError(f"no labels for alpha={alpha:g}; have {', '.join(f'{a:g}' for a in self.alphas)}")
         return self.hard[float(alpha)]
@@ -316,14 +316,14 @@ def generate(pair: ModelPair, tok, blocks: torch.Tensor, run, dictionary: Anchor
     if reinforced is not None:
         meta["reinforced"] = reinforced
     old = run.read_json(f"{out}/meta.json") if run.exists(f"{out}/meta.json") else None
-    _wait_for_everyone()            # every process has read it before one replaces it
+    wait_for_everyone()            # every process has read it before one replaces it
     if old is not None:
         changed = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
         if changed and set(changed) <= set(INPUTS):
             if process_index == 0:
                 print(f"{out}: the labels there were made from another {' and '.join(changed)}: making them again")
                 shutil.rmtree(run.path(out))
-            _wait_for_everyone()
+            wait_for_everyone()
         elif changed:
             raise LabelsError(f"{run.path(out)} holds labels made with other settings ({', '.join(changed)}): "
                               "delete that folder, or give another output name")
@@ -381,7 +381,7 @@ def run_stage(run, cfg, pair: ModelPair, tok, dictionary: AnchorDict, blocks: to
     generate(pair, tok, blocks, run, dictionary, label_alphas(cfg.alpha), **kw)
     if cfg.ablations:
         generate(pair, tok, blocks, run, None, [cfg.alpha], out=ABLATION_OUT, **kw)
-    _wait_for_everyone()
+    wait_for_everyone()
     return load(run)
 
 
@@ -389,10 +389,6 @@ def reinforced_digest(run, method: str) -> str:
     """R's identity: the digest of notebook 02's saved adapter (or full model)."""
     return models.directory_digest(run.require("reinforce/adapter" if method == "lora" else "reinforce/model"))
 
-
-def _wait_for_everyone() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 # ----------------------------------------------------------------- statistics

@@ -5,6 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from .scoring import PERPLEXITY_LIMIT_PCT
+
 TARGET_COLOR = "#b5332e"   # Harry-Potter-specific continuations
 GENERIC_COLOR = "#3b6ea8"  # generic continuations
 NEUTRAL_COLOR = "#7a7a7a"
@@ -101,7 +103,7 @@ def tradeoff(points: pd.DataFrame, title: str = "Forgetting against keeping", ax
     labelled by ``name``. The target region (drop >= 90%, rise <= 3%) is shaded."""
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.5, 4.5))
     ax.axhspan(90, 100, xmin=0, xmax=1, color="#dfeedd", zorder=0)
-    ax.axvline(3, color=NEUTRAL_COLOR, linestyle="--", linewidth=1)
+    ax.axvline(PERPLEXITY_LIMIT_PCT, color=NEUTRAL_COLOR, linestyle="--", linewidth=1)
     labelled = []
     for group, rows in points.groupby("group", sort=False):
         ax.plot(rows["perplexity_rise"], rows["familiarity_drop"], marker="o", linestyle="-" if

@@ -100,7 +100,7 @@ def run_series(profile: str, run_dir: str | Path, notebook_dir: str | Path | Non
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     notebook_dir = Path(notebook_dir) if notebook_dir else default_notebook_dir()
-    run_dir = Path(run_dir).expanduser().resolve()
+    given_run_dir, run_dir = str(run_dir), Path(run_dir).expanduser().resolve()
     out_dir = run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     notebooks = find_notebooks(notebook_dir, only)
@@ -125,7 +125,7 @@ def run_series(profile: str, run_dir: str | Path, notebook_dir: str | Path | Non
         raise ConfigError(f"no notebook declares the parameter(s) {unknown}; "
                           f"known: {sorted(set().union(*declared.values()))}")
     results = []
-    command = " ".join(["python -m nbsupport run --profile", profile, "--run-dir", str(run_dir),
+    command = " ".join(["python -m nbsupport run --profile", profile, "--run-dir", given_run_dir,
                         *(["--only", *only] if only else []),
                         *[f"-p {k} {json.dumps(v)}" for k, v in {**series, **parameters}.items()]])
     record = Run(run_dir).read_json(SERIES_RECORD) if Run(run_dir).exists(SERIES_RECORD) else {}

@@ -290,7 +290,7 @@ def train_and_save(model, dataset: torch.utils.data.Dataset, run, out: str, sett
             for name in ("checkpoints", "trained.json"):
                 path = run.path(f"{out}/{name}")
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        _wait_for_everyone()
+        wait_for_everyone()
     done = finished_training(run, out, settings) if resume else None
     if done is not None:
         return _reuse_finished(model, run, out, final, settings, done, callbacks, tok, save_merged)
@@ -353,7 +353,8 @@ def stale_inputs(run, out: str, inputs: dict[str, str]) -> list[str]:
     return sorted(k for k in set(recorded) | set(inputs) if recorded.get(k) != inputs.get(k))
 
 
-def _wait_for_everyone() -> None:
+def wait_for_everyone() -> None:
+    """A barrier across the processes of a launch (nothing on one process)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
 

@@ -97,6 +97,31 @@ def test_series_runs_end_to_end_in_smoke_profile(tmp_path):
             assert numbers["token_familiarity"] < 0.9 * baseline, recipe
     # notebook 06 trained nothing: every model it measured came from notebook 05
     assert not list((run_dir / "evaluate").rglob("adapter_config.json"))
+    check_methods_summary(run_dir)
+
+
+def check_methods_summary(run_dir: Path) -> None:
+    """Notebook 07's table: one row per model it compares, the columns it promises, and
+    values in their ranges (the baseline is its own reference: 0 drop, 100% of itself)."""
+    import pandas as pd
+
+    table = pd.read_csv(run_dir / "methods" / "summary.csv").set_index("model")
+    recipes = json.loads((run_dir / "finetune" / "summary.json").read_text())["recipes"]
+    assert {"baseline", *(f"WHP {r}" for r in recipes)} <= set(table.index)
+    assert any(name.startswith("WHP at inference") for name in table.index)
+    assert len(table) >= 2 + len(recipes)
+    for column in ("familiarity_drop", "indirect_drop", "perplexity_rise", "knowledge_points",
+                   "with primer (% of baseline)", "group B before relearning (% of baseline)"):
+        assert column in table, column
+    base = table.loc["baseline"]
+    assert base.familiarity_drop == 0 and base.perplexity_rise == 0 and base.knowledge_points == 0
+    assert base["with primer (% of baseline)"] == pytest.approx(100)
+    assert base["group B before relearning (% of baseline)"] == pytest.approx(100)
+    assert table.familiarity_drop.between(-100, 100).all() and (table.perplexity_rise > -100).all()
+    assert table.knowledge_points.between(-100, 100).all()
+    assert (table["with primer (% of baseline)"].dropna() >= 0).all()
+    for recipe in recipes:            # every WHP recipe forgot something on the smoke budget
+        assert table.loc[f"WHP {recipe}", "familiarity_drop"] > 0, recipe
 
 
 @pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name[:2] in ("01", "02", "03", "04", "05", "06")],
