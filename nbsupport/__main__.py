@@ -9,6 +9,7 @@ from pathlib import Path
 from .config import PROFILES
 from . import report
 from .launch import STAGES, StageFailed, run_stage
+from .home import set_repository
 from .models import prepare_embedded
 from .runner import NotebookFailed, parse_value, run_series
 from .runs import MissingArtifactError, Run
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     prep = sub.add_parser("prepare-model", help="convert the embedded GGUF model into the cache once")
     prep.add_argument("--rebuild", action="store_true", help="convert again even if a cache exists")
     sub.add_parser("profiles", help="print the named parameter profiles")
+    home = sub.add_parser("set-repository", help="point the Colab badges and install cells at the course's "
+                                                 "public home (run from the repository's root)")
+    home.add_argument("url", help="https://github.com/ORG/REPO")
     rep = sub.add_parser("report", help="print a run's results as a Markdown table (after notebook 06); "
                                         "with --markdown, write the results page")
     rep.add_argument("--run-dir", help="the run to report (after notebook 06)")
@@ -55,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "report":
         return _report(args)
+    if args.command == "set-repository":
+        try:
+            counts = set_repository(args.url)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"{sum(counts.values())} addresses rewritten in {sum(1 for n in counts.values() if n)} files")
+        return 0
     if args.command == "prepare-model":
         print(prepare_embedded(rebuild=args.rebuild))
         return 0

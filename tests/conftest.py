@@ -107,3 +107,16 @@ def make_tiny_pair(vocab_size: int, seed: int = 0, shared: bool = True):
 def tiny_pair(tiny_tokenizer):
     """B and R over shared weights (R = B + a random LoRA adapter)."""
     return make_tiny_pair(len(tiny_tokenizer))
+
+
+@pytest.fixture(scope="session")
+def smoke_series(tmp_path_factory):
+    """The whole series run once in batch on the smoke profile (papermill): the
+    notebooks' end-to-end test reads it, and the browser test opens its notebooks
+    on it. Returns ``(run directory, the runner's results)``."""
+    from pathlib import Path
+
+    from nbsupport import runner
+    run_dir = tmp_path_factory.mktemp("smoke-series") / "run"
+    results = runner.run_series("smoke", run_dir, Path(__file__).resolve().parents[1] / "notebooks", progress=False)
+    return run_dir, results

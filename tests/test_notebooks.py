@@ -75,9 +75,8 @@ def test_parse_value():
 
 
 @pytest.mark.slow
-def test_series_runs_end_to_end_in_smoke_profile(tmp_path):
-    run_dir = tmp_path / "run"
-    results = runner.run_series("smoke", run_dir, ROOT / "notebooks")
+def test_series_runs_end_to_end_in_smoke_profile(smoke_series):
+    run_dir, results = smoke_series
     assert [r.notebook for r in results] == [p.name for p in NOTEBOOKS]
     for path in NOTEBOOKS:
         executed = nbformat.read(run_dir / "notebooks" / path.name, as_version=4)
