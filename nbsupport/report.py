@@ -141,6 +141,9 @@ def render(json_dir: str | Path, markdown_dir: str | Path) -> str:
                   table_markdown(r["results"]), ""]
         for figure, file in (r.get("figures") or {}).items():
             lines += [f"![{figure}]({(rel / file).as_posix()})", ""]
+    if not any(r.get("machine") and "GPU " in r["machine"] for r in runs_):
+        lines += ["## On a GPU", "", "No run on a GPU has been recorded yet: the `gpu` profile is unmeasured. "
+                  "Run its series on one and keep its record here with the command above.", ""]
     lines += ["## Several seeds", ""]
     if not seeds:
         lines += ["Not measured with this report yet: `python benchmarks/headline_seeds.py --profile cpu "
