@@ -41,7 +41,7 @@ from .pair import ModelPair, generic_logits
 from .runs import tensor_digest
 from .scoring import pad_right
 from .terms import FUNCTION_WORDS
-from .training import wait_for_everyone
+from .training import num_processes, wait_for_everyone
 
 IGNORE = -100
 
@@ -327,7 +327,7 @@ def generate(pair: ModelPair, tok, blocks: torch.Tensor, run, dictionary: Anchor
         elif changed:
             raise LabelsError(f"{run.path(out)} holds labels made with other settings ({', '.join(changed)}): "
                               "delete that folder, or give another output name")
-    if process_index == 0 and not run.exists(f"{out}/meta.json"):
+    if not run.exists(f"{out}/meta.json"):     # every process may write it: the same record, atomically
         run.write_json(f"{out}/meta.json", meta)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     starts = range(0, len(blocks), shard_blocks)
@@ -375,14 +375,14 @@ def run_stage(run, cfg, pair: ModelPair, tok, dictionary: AnchorDict, blocks: to
     anchored terms into ``labels/`` and, with ``cfg.ablations``, the "reinforcement
     only" labels (no anchors, the run's alpha) into ``labels-reinforcement-only/``.
     Each process of a multi-process launch writes its share of the shards. Returns
-    the main labels once every shard is there (on one process: always)."""
+    the main labels (None on the processes of a multi-process launch)."""
     kw = dict(top_k=cfg.soft_top_k, batch_size=cfg.label_batch_size, seed=cfg.seed, progress=progress,
               reinforced=reinforced_digest(run, cfg.reinforce_method))
     generate(pair, tok, blocks, run, dictionary, label_alphas(cfg.alpha), **kw)
     if cfg.ablations:
         generate(pair, tok, blocks, run, None, [cfg.alpha], out=ABLATION_OUT, **kw)
     wait_for_everyone()
-    return load(run)
+    return load(run) if num_processes() == 1 else None   # a launch's processes: the notebook loads them after
 
 
 def reinforced_digest(run, method: str) -> str:

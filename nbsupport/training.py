@@ -107,7 +107,7 @@ def settings_from(cfg, stage: str, processes: int | None = None) -> TrainSetting
                              lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, seed=cfg.seed,
                              gradient_checkpointing=cfg.get("gradient_checkpointing", False),
                              memory_check=cfg.get("memory_check", False), cpu_bf16=cfg.get("cpu_bf16"))
-    processes = _processes() if processes is None else processes
+    processes = num_processes() if processes is None else processes
     if processes == 1:
         return settings
     batch, accum = memory.split_global_batch(settings.batch_size * settings.grad_accum, processes,
@@ -323,13 +323,14 @@ def train_and_save(model, dataset: torch.utils.data.Dataset, run, out: str, sett
     return model, losses
 
 
-def _processes() -> int:
+def num_processes() -> int:
+    """The processes of this launch (WORLD_SIZE; 1 outside torchrun / accelerate)."""
     return int(os.environ.get("WORLD_SIZE", 1))
 
 
 def _record(settings: TrainSettings) -> str:
     """The settings a checkpoint can be resumed with (the process count included when > 1)."""
-    extra = {"processes": _processes()} if _processes() > 1 else {}
+    extra = {"processes": num_processes()} if num_processes() > 1 else {}
     return json.dumps({**asdict(settings), **extra}, sort_keys=True, default=list)
 
 
@@ -337,7 +338,7 @@ def _global_form(settings: TrainSettings) -> dict:
     """The settings that decide the trained model: the split of the global batch over
     processes, accumulation and memory (and checkpointing) left out."""
     record = json.loads(json.dumps(asdict(settings), default=list))
-    record["global_batch"] = record.pop("batch_size") * record.pop("grad_accum") * _processes()
+    record["global_batch"] = record.pop("batch_size") * record.pop("grad_accum") * num_processes()
     record.pop("gradient_checkpointing")
     record.pop("memory_check")
     return record
