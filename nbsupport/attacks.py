@@ -153,7 +153,8 @@ def relearn(model_or_adapter_dir, tok, text: str, steps: Sequence[int] = (0, 10,
             model.requires_grad_(True)
         dataset = BlockDataset(make_blocks(text, tok, block_size))
         with tempfile.TemporaryDirectory(prefix="relearn-") as scratch:
-            train(model, dataset, scratch, settings, resume=False, callbacks=[measure], progress=progress)
+            train(model, dataset, scratch, settings, resume=False, callbacks=[measure], progress=progress,
+                  desc="relearning attack")
     del model
     return pd.DataFrame(measure.rows).set_index("step").sort_index()
 

@@ -45,10 +45,11 @@ def measure_recipes(run, cfg, inputs: dict, best: str, device=None) -> tuple[dic
             with pair.base() as B:
                 results["baseline"], tables["baseline"] = evaluate.measure(
                     B, tok, **inputs, batch_size=cfg.batch_size, completion_tokens=cfg.completion_tokens,
-                    memo=run_memo(run, cfg.model, B))
+                    memo=run_memo(run, cfg.model, B), desc="the baseline")
         memo = run_memo(run, cfg.model, U, run.path(f"finetune/{recipe}/adapter"))
         results[recipe], tables[recipe] = evaluate.measure(U, tok, **inputs, kl_pair=pair, batch_size=cfg.batch_size,
-                                                           completion_tokens=cfg.completion_tokens, memo=memo)
+                                                           completion_tokens=cfg.completion_tokens, memo=memo,
+                                                           desc=recipe)
         if recipe == best:
             best_pair = pair
         del U, pair
@@ -91,7 +92,7 @@ def measure_variants(run, cfg, inputs: dict, device=None) -> tuple[dict, dict]:
     ablations, sweeps = {}, {}
     for name, info in variants.items():
         U, tok = models.load_model(cfg.model, adapter=run.require(info["adapter"]), device=device)
-        numbers, _ = evaluate.measure(U, tok, **inputs, batch_size=cfg.batch_size)
+        numbers, _ = evaluate.measure(U, tok, **inputs, batch_size=cfg.batch_size, desc=name)
         (ablations if info["group"] == "ablation" else sweeps)[name] = numbers
         del U
     return ablations, sweeps
@@ -164,6 +165,6 @@ def measure_shelf(run, cfg, shelf: models.ModelShelf, adapters: dict, inputs: di
         model, tok = shelf.get(name)
         memo = run_memo(run, cfg.model, model, adapters[name]) if name in adapters else None
         measured[name], tables[name] = evaluate.measure(model, tok, **inputs, kl_reference=reference,
-                                                        batch_size=cfg.batch_size, memo=memo)
+                                                        batch_size=cfg.batch_size, memo=memo, desc=name)
         read_back[name] = memo.reads if memo else 0
     return measured, tables, read_back

@@ -150,6 +150,15 @@ PROFILES: dict[str, dict[str, Any]] = {
             "reinforce_batch_size": 8, "finetune_lr": 2e-4, "finetune_batch_size": 8,
             "eval_completions": 137, "step_probes": 112, "relearn_steps": [0, 10, 25, 100], "method_steps": 60, "relearn_all": True,
             "gradient_checkpointing": True, "memory_check": True, "lm_eval_benchmarks": True},
+    # A free Colab GPU (T4: 16 GB, fp16, no bf16) within one session: the 1.7B model
+    # (fp16 weights, LoRA, checkpointing; the memory plan fits its batches in 15 GiB),
+    # the first 32K tokens of the text, shorter attacks and no lm-eval benchmarks.
+    "colab": {**_CPU, "model": "HuggingFaceTB/SmolLM2-1.7B-Instruct", "batch_size": 16,
+              "n_completion_prompts": None, "completion_tokens": 48, "corpus_tokens": 32768,
+              "block_size": 512, "reinforce_epochs": 3.0, "reinforce_lr": 2e-4,
+              "reinforce_batch_size": 8, "finetune_lr": 2e-4, "finetune_batch_size": 8,
+              "eval_completions": 60, "step_probes": 112, "relearn_steps": [0, 10, 25], "method_steps": 30,
+              "gradient_checkpointing": True, "memory_check": True},
     # The paper's setting: Llama-2-7b-chat, your own text (set TARGET_TEXT), and the
     # paper's hyperparameters: 3 epochs, context 512, lr 3e-6, batch 8 x accumulation 16.
     "paper": {**_CPU, "model": "meta-llama/Llama-2-7b-chat-hf", "batch_size": 16,

@@ -23,10 +23,9 @@ import math
 from typing import Iterable, Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from . import corpus, probe, scoring, terms
-from .config import show_progress
+from .progress import bar, open_bar
 from .measure_memo import MeasureMemo
 from .pair import ModelPair
 
@@ -133,8 +132,8 @@ def judge_table(prompts: Sequence[str], completions: Sequence[str], unique_terms
     if per_prompt and len(unique_terms) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(unique_terms)} lists of unique terms")
     rows = []
-    for i, (prompt, completion) in enumerate(tqdm(list(zip(prompts, completions)), desc="judging",
-                                                  disable=not show_progress(progress))):
+    for i, (prompt, completion) in enumerate(bar(list(zip(prompts, completions)), "judging completions",
+                                                 progress=progress)):
         mine = tuple(unique_terms[i]) if per_prompt else unique_terms
         if client is None:
             score = judge_offline(prompt, completion, mine)
@@ -152,7 +151,7 @@ def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=()
             batch_size: int = 16, completion_tokens: int = 40,
             extra_token_probes: dict | None = None,
             kl_reference: scoring.BaseReference | None = None,
-            memo: MeasureMemo | None = None) -> tuple[dict, dict]:
+            memo: MeasureMemo | None = None, desc: str | None = None) -> tuple[dict, dict]:
     """Every metric of the course for one model: ``(numbers, tables)``.
 
     Forgetting: ``token_familiarity`` (mean target mass), ``generic_mass``,
@@ -166,8 +165,11 @@ def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=()
     ``<name>_familiarity`` (e.g. the indirect probes). Empty inputs skip their measure.
     With ``memo`` (this model's ``MeasureMemo``) the probes and texts measured before
     are read from it, the rest measured and added, and the memo saved; completions
-    are always generated.
+    are always generated. With ``desc``, a bar named after it counts the measures done.
     """
+    parts = [token_probes, *(extra_token_probes or {}).values(), knowledge_probes, completion_prompts,
+             kl_reference, eval_texts, nearby_texts, kl_pair is not None and (kl_texts or eval_texts)]
+    shown = open_bar(f"measuring {desc}", sum(map(_given, parts)), unit="measures", progress=desc is not None)
     look = memo or MeasureMemo(None, {})   # in memory only: the KL passes' NLL still serves the perplexity
     numbers, tables = {}, {}
     token_rows = lambda ps: probe.token_familiarity(model, tok, ps, batch_size, progress=False)  # noqa: E731
@@ -175,16 +177,19 @@ def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=()
     numbers["token_familiarity"], numbers["generic_mass"] = float(fam.p_target.mean()), float(fam.p_generic.mean())
     numbers.update(_halves("token_familiarity", fam, token_probes))
     tables["token"] = fam
+    shown.update(_given(token_probes))
     for name, probes in (extra_token_probes or {}).items():
         extra = look.rows("token", probes, token_rows)
         numbers[f"{name}_familiarity"] = float(extra.p_target.mean())
         numbers.update(_halves(f"{name}_familiarity", extra, probes))
         tables[name] = extra
+        shown.update(_given(probes))
     if knowledge_probes:
         know = look.rows("knowledge", knowledge_probes,
                          lambda ps: probe.knowledge_accuracy(model, tok, ps, batch_size, progress=False))
         numbers["knowledge_accuracy"] = float(know.correct.mean())
         tables["knowledge"] = know
+        shown.update()
     if completion_prompts:
         texts = [p.prompt for p in completion_prompts]
         outs = scoring.complete(model, tok, texts, completion_tokens, batch_size=min(batch_size, 8), progress=False)
@@ -192,21 +197,34 @@ def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=()
         judged = judge_table(texts, outs, [(*p.target_terms, *shared) for p in completion_prompts])
         numbers["completion_familiarity"] = completion_familiarity(judged.score.tolist())
         tables["completions"] = judged
+        shown.update()
     if kl_reference is not None and kl_pair is not None:
         raise ValueError("give kl_pair or kl_reference, not both")
     if kl_reference is not None:
         numbers["kl_to_baseline"] = _mean(look.text_sums("kl", kl_reference.texts, kl_reference.block_size,
                                                          lambda ts: _reference_kl(kl_reference, model, ts, look)))
+        shown.update()
     nll = lambda ts: scoring.nll_by_text(model, tok, ts)   # noqa: E731
     if eval_texts:
         numbers["perplexity"] = math.exp(_mean(look.text_sums("texts", eval_texts, scoring.TEXT_BLOCK, nll)))
+        shown.update()
     if nearby_texts:
         numbers["perplexity_nearby"] = math.exp(_mean(look.text_sums("texts", nearby_texts, scoring.TEXT_BLOCK, nll)))
+        shown.update()
     if kl_pair is not None and (kl_texts or eval_texts):
         numbers["kl_to_baseline"] = _mean(look.text_sums("kl", list(kl_texts or eval_texts), scoring.TEXT_BLOCK,
                                                          lambda ts: scoring.kl_by_text(kl_pair, tok, ts)))
+        shown.update()
     look.save()
+    shown.close()
     return numbers, tables
+
+
+def _given(part) -> bool:
+    """Whether a measure's input was given (a non-empty list, or an object)."""
+    if part is None or part is False:
+        return False
+    return len(part) > 0 if hasattr(part, "__len__") else True
 
 
 def _mean(parts: Sequence[tuple[float, int]]) -> float:

@@ -27,12 +27,11 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers.generation import (LogitsProcessorList, StoppingCriteriaList, StopStringCriteria,
                                      TemperatureLogitsWarper, TopPLogitsWarper)
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .config import show_progress
+from .progress import bar
 from .pair import ModelPair
 from .pair_views import PairCache, TwoViews, combine
 from .scoring import eval_mode
@@ -293,7 +292,8 @@ class GenericModel(nn.Module):
         side, tok.padding_side = tok.padding_side, "left"
         texts: list[str] = []
         try:
-            for lo in tqdm(range(0, len(prompts), batch_size), desc="generating", disable=not show_progress(progress)):
+            for lo in bar(range(0, len(prompts), batch_size), f"generating {len(prompts)} completions",
+                          unit="batches", progress=progress):
                 enc = tok(prompts[lo:lo + batch_size], return_tensors="pt", padding=True)
                 out = decode(self.pair, enc["input_ids"], enc["attention_mask"], self.alpha,
                              max_new_tokens, greedy, temperature, top_p, seed + lo,

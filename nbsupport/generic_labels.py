@@ -32,11 +32,10 @@ from typing import Sequence
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import models
 from .anchors.dictionary import AnchorDict, Translator
-from .config import show_progress
+from .progress import bar
 from .pair import ModelPair, generic_logits
 from .runs import tensor_digest
 from .scoring import pad_right
@@ -331,7 +330,7 @@ def generate(pair: ModelPair, tok, blocks: torch.Tensor, run, dictionary: Anchor
         run.write_json(f"{out}/meta.json", meta)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     starts = range(0, len(blocks), shard_blocks)
-    for shard, lo in enumerate(tqdm(starts, desc="label shards", disable=not show_progress(progress))):
+    for shard, lo in enumerate(bar(starts, "generic labels", unit="shards", progress=progress)):
         name = f"{out}/shard-{shard:05d}.safetensors"
         if shard % num_processes != process_index or run.exists(name):
             continue  # another process's shard, or finished before an interruption

@@ -48,3 +48,38 @@ def set_repository(url: str, root: str | Path = ".") -> dict[str, int]:
             path.write_text(changed, encoding="utf-8")
         counts[str(path)] = n
     return counts
+
+
+DEFAULT_RUN_DIR = "../runs/course"     # the notebooks' parameters cell
+COLAB_DRIVE = "/content/drive"
+COLAB_RUN_DIR = f"{COLAB_DRIVE}/MyDrive/whos-harry-potter-course/run"
+
+
+def colab_setup(profile: str, run_dir: str, in_colab: bool | None = None, gpu: bool | None = None,
+                mount=None) -> tuple[str, str]:
+    """``(profile, run directory)`` for where the notebook runs. Elsewhere: unchanged.
+
+    On Colab every notebook gets a runtime of its own, so a run directory on the
+    runtime's disk is gone when notebook 02 starts: the default one moves to Google
+    Drive (mounted here; Colab asks once for permission), where every notebook of the
+    series finds it. With a GPU runtime the default ``cpu`` profile becomes ``colab``
+    (sized for a free T4). A profile or run directory set by hand is kept.
+    """
+    import sys
+
+    in_colab = "google.colab" in sys.modules if in_colab is None else in_colab
+    if not in_colab:
+        return profile, run_dir
+    if gpu is None:
+        import torch
+        gpu = torch.cuda.is_available()
+    if profile == "cpu" and gpu:
+        profile = "colab"
+    if run_dir == DEFAULT_RUN_DIR:
+        if mount is None:
+            from google.colab import drive
+            mount = drive.mount
+        mount(COLAB_DRIVE)
+        run_dir = COLAB_RUN_DIR if profile == "colab" else f"{COLAB_RUN_DIR}-{profile}"
+    print(f"On Colab: profile {profile!r}, run directory {run_dir} (on your Google Drive)")
+    return profile, run_dir

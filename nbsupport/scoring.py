@@ -23,9 +23,8 @@ from typing import Iterator, Sequence
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from .config import show_progress
+from .progress import bar
 from .pair import ModelPair, device_of
 
 
@@ -64,7 +63,7 @@ def pad_right(sequences: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tenso
 
 
 def _batches(sequences: list, batch_size: int, progress: bool, desc: str) -> Iterator[tuple[int, list]]:
-    for lo in tqdm(range(0, len(sequences), batch_size), desc=desc, disable=not show_progress(progress)):
+    for lo in bar(range(0, len(sequences), batch_size), desc, unit="batches", progress=progress):
         yield lo, sequences[lo:lo + batch_size]
 
 

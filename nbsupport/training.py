@@ -30,8 +30,8 @@ from transformers import (PrinterCallback, Trainer, TrainerControl, TrainerState
                           default_data_collator)
 
 from . import memory
-from .config import show_progress
 from .precision import CpuBf16Autocast, master_weights_in_fp32, on_gpu
+from .progress import TrainingProgress
 from .runs import is_main_process, write_text_atomic
 
 
@@ -200,8 +200,12 @@ def enable_checkpointing(model, reentrant: bool = False) -> None:
 
 
 def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, settings: TrainSettings,
-          resume: bool = True, callbacks: Sequence = (), progress: bool = True, trainer_class=None):
+          resume: bool = True, callbacks: Sequence = (), progress: bool = True, trainer_class=None,
+          desc: str = "training"):
     """Train ``model`` in place; return the Trainer (its ``state.log_history`` has the losses).
+
+    Its progress is one bar named ``desc`` with the latest loss (:mod:`nbsupport.progress`),
+    not the Trainer's own bar and dicts.
 
     Checkpoints go to ``output_dir``; with ``resume`` an interrupted run continues
     from the last one, provided it was made with the same settings.
@@ -226,15 +230,15 @@ def train(model, dataset: torch.utils.data.Dataset, output_dir: str | Path, sett
         gradient_accumulation_steps=settings.grad_accum, warmup_steps=settings.warmup_steps,
         lr_scheduler_type="linear", logging_steps=settings.logging_steps, save_strategy="steps",
         save_steps=settings.save_steps, save_total_limit=2, seed=settings.seed, report_to="none",
-        disable_tqdm=not show_progress(progress), remove_unused_columns=False, use_cpu=not gpu,
+        disable_tqdm=True, remove_unused_columns=False, use_cpu=not gpu,
         dataloader_pin_memory=gpu, **precision)
     trainer_class = trainer_class or Trainer
     if cpu_bf16:
         trainer_class = type(trainer_class.__name__, (CpuBf16Autocast, trainer_class), {})
     trainer = trainer_class(model=model, args=args, train_dataset=dataset,
-                                         data_collator=default_data_collator, callbacks=list(callbacks))
-    if not progress:  # quiet means quiet: no loss dict printed at every logging step either
-        trainer.remove_callback(PrinterCallback)
+                            data_collator=default_data_collator,
+                            callbacks=[*callbacks, TrainingProgress(desc, progress)])
+    trainer.remove_callback(PrinterCallback)     # no dict of numbers at every logging step
     trainer.train(resume_from_checkpoint=last)
     model.eval()
     return trainer
@@ -305,7 +309,7 @@ def train_and_save(model, dataset: torch.utils.data.Dataset, run, out: str, sett
     else:
         model.requires_grad_(True)
     trainer = train(model, dataset, run.path(f"{out}/checkpoints"), settings, resume=resume,
-                    callbacks=callbacks, trainer_class=trainer_class)
+                    callbacks=callbacks, trainer_class=trainer_class, desc=f"training {out}")
     losses = loss_history(trainer)
     # under FSDP every process holds a shard: gathering the full weights takes all of them
     state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None

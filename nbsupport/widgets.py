@@ -160,8 +160,9 @@ def completion_comparer(views: dict[str, Callable], tok, prompts: Sequence[str],
     def show(_=None):
         out.clear_output(wait=True)
         with out:
-            if text.value:
-                display(run_all([text.value]).T)
+            if text.value:   # one row per model: its name, then what it wrote after the prompt
+                row = run_all([text.value]).iloc[0].drop("prompt")
+                display(pd.DataFrame({"model": row.index, "completion": row.values}).style.hide(axis="index"))
 
     text.observe(show, names="value")
     show()

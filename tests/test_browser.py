@@ -27,11 +27,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+IN_CI = os.environ.get("CI") == "true"          # CI must run it: a missing browser fails there, never skips
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(os.environ.get("NBSUPPORT_BROWSER_TEST") != "1",
-                                 reason="work in progress, not yet passing: set NBSUPPORT_BROWSER_TEST=1 to run it"),
-              pytest.mark.skipif(CHROMIUM is None, reason="no chromium on the PATH: apt-get install chromium")]
-playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+              pytest.mark.skipif(CHROMIUM is None and not IN_CI,
+                                 reason="no chromium on the PATH: apt-get install chromium (make setup does, as root)")]
+if IN_CI:
+    import playwright.sync_api as playwright_api
+else:
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
 # every learner-facing notebook with a widget: (notebook, widget cell marker, how to move it)
 WIDGETS = [
@@ -78,7 +81,7 @@ def lab(tmp_path_factory):
     (notebook_settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     log = open(root / "lab.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}", "--expose-app-in-browser",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.disable_check_xsrf=False",
          f"--LabServerApp.user_settings_dir={root / '.settings'}", f"--LabServerApp.workspaces_dir={root / '.ws'}"],
         env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -100,6 +103,7 @@ def lab(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
+    assert CHROMIUM, "no chromium on the PATH (make setup installs Debian's package as root)"
     with playwright_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -108,39 +112,51 @@ def browser():
         chromium.close()
 
 
+KERNEL_STATE = """() => {
+    const panel = window.jupyterapp.shell.currentWidget;
+    const cells = panel && panel.content ? panel.content.widgets.filter(c => c.model.type === 'code') : [];
+    return {status: panel?.sessionContext?.session?.kernel?.status ?? null,
+            counts: cells.map(c => c.model.executionCount)};
+}"""
+
+
 def open_notebook(browser, lab, name: str):
+    """Open ``name`` and wait for its kernel (the notebook's own, Python 3) to be idle."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    workspace = re.sub(r"\W", "-", name)                     # a workspace of its own: nothing else restored
+    page.goto(f"{lab['url']}/lab/workspaces/{workspace}/tree/{name}?reset&token={lab['token']}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", state="attached", timeout=120_000)
     deadline = time.time() + 180
     while time.time() < deadline:
-        accept = page.locator(".jp-Dialog .jp-mod-accept")     # "Select Kernel": the notebook's own, Python 3
+        accept = page.locator(".jp-Dialog .jp-mod-accept")     # a "Select Kernel" dialog, if one shows
         if accept.count() and accept.first.is_visible():
             accept.first.click()
-        if page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count():
+        if page.evaluate(KERNEL_STATE)["status"] == "idle":
             return page
         page.wait_for_timeout(500)
     page.screenshot(path=str(lab["root"] / f"{name}-no-kernel.png"))
     raise AssertionError(f"{name}: the kernel did not start within 180 s")
 
 
-def run_all(page, timeout_s: float = 900) -> None:
-    """Run > Run All Cells, then wait until every code cell has run: each shows its
-    execution number and the kernel has been idle for a few seconds."""
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
-    deadline, quiet = time.time() + timeout_s, 0
+def run_all(page, timeout_s: float = 900, shot: Path | None = None) -> None:
+    """Run All Cells (the menu's command), then wait until every code cell has its
+    execution number and the kernel is idle."""
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    deadline = time.time() + timeout_s
     while time.time() < deadline:
         page.wait_for_timeout(1000)
-        done = page.evaluate("""() => {
-            const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')];
-            const idle = document.querySelector(".jp-Notebook-ExecutionIndicator[data-status='idle']");
-            return Boolean(idle) && prompts.length > 0 && prompts.every(p => /\[\d+\]/.test(p.textContent));
-        }""")
-        quiet = quiet + 1 if done else 0
-        if quiet >= 3:
+        state = page.evaluate(KERNEL_STATE)
+        if state["status"] == "idle" and state["counts"] and all(n is not None for n in state["counts"]):
             return
-    raise AssertionError(f"the notebook was still running after {timeout_s:.0f} s")
+    if shot is not None:
+        page.screenshot(path=str(shot), full_page=True)
+    raise AssertionError(f"the notebook was still running after {timeout_s:.0f} s: {page.evaluate(KERNEL_STATE)}")
+
+
+def close_notebook(page) -> None:
+    """Shut the notebook's kernel down (its model leaves memory) and close the page."""
+    page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+    page.close()
 
 
 def errors(page) -> list[str]:
@@ -193,6 +209,17 @@ def move(cell, how: tuple, shots: Path, name: str) -> tuple[str, str]:
     return before, after
 
 
+def progress_bar_rendered(page, shot: Path) -> None:
+    """A long cell's progress bar (tqdm's notebook bar) is drawn, complete, with its name."""
+    bars = page.locator(".jp-OutputArea-output .widget-hprogress")
+    assert bars.count() > 0, "no progress bar was drawn"
+    row = bars.first.locator("xpath=..")
+    row.scroll_into_view_if_needed()
+    row.screenshot(path=str(shot))
+    text = row.inner_text()
+    assert "100%" in text and re.search(r"[a-z]{4,}", text), f"the progress bar reads {text!r}"
+
+
 def check_widget(page, marker: str, how: tuple, shots: Path, name: str) -> None:
     before, after = move(widget_cell(page, marker), how, shots, name)
     assert after != before, f"{name}: the widget's output did not change after it was moved"
@@ -214,12 +241,14 @@ def test_every_widget_of_the_course_answers_in_a_real_browser(smoke_run, lab, br
         with_parameters(ROOT / "notebooks" / notebook, lab["root"] / notebook, PROFILE="smoke",
                         RUN_DIR=str(smoke_run), INTERACTIVE=True, SOLUTIONS=True)
         page = open_notebook(browser, lab, notebook)
-        run_all(page)
+        run_all(page, shot=shots / f"{notebook[:2]}-stuck.png")
         assert not errors(page), f"{notebook}: {errors(page)}"
+        if notebook.startswith("01"):
+            progress_bar_rendered(page, shots / "01-progress.png")
         for nb, marker, how in WIDGETS:
             if nb == notebook:
                 check_widget(page, marker, how, shots, f"{nb[:2]}-{marker.split('.')[1].split('(')[0]}")
-        page.close()
+        close_notebook(page)
     _keep(shots)
 
 

@@ -60,3 +60,22 @@ def test_set_repository_refuses_what_is_not_a_github_address(url, tmp_path):
 def test_set_repository_outside_the_repository_says_where_to_run_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="run this from its root"):
         home.set_repository("https://github.com/acme/x", tmp_path)
+
+
+def test_on_colab_the_default_run_moves_to_drive_and_a_gpu_gets_the_colab_profile(capsys):
+    mounted = []
+    profile, run_dir = home.colab_setup("cpu", home.DEFAULT_RUN_DIR, in_colab=True, gpu=True, mount=mounted.append)
+    assert (profile, mounted) == ("colab", ["/content/drive"])
+    assert run_dir.startswith("/content/drive/MyDrive/")
+    assert "colab" in capsys.readouterr().out
+    # a CPU runtime keeps the cpu profile, in a run directory of its own on Drive
+    profile, cpu_dir = home.colab_setup("cpu", home.DEFAULT_RUN_DIR, in_colab=True, gpu=False, mount=mounted.append)
+    assert profile == "cpu" and cpu_dir.startswith("/content/drive/") and cpu_dir != run_dir
+
+
+def test_choices_made_by_hand_and_every_place_but_colab_are_left_alone():
+    def refuse(_):
+        raise AssertionError("Drive mounted for a run directory set by hand")
+    assert home.colab_setup("smoke", "/content/mine", in_colab=True, gpu=True, mount=refuse) == ("smoke", "/content/mine")
+    assert home.colab_setup("cpu", home.DEFAULT_RUN_DIR, in_colab=False, gpu=True, mount=refuse) == \
+        ("cpu", home.DEFAULT_RUN_DIR)

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.environ.get("NBSUPPORT_INSTALL_TEST") != "1",
-                                                    reason="not yet verified in CI: set NBSUPPORT_INSTALL_TEST=1 to run it")]
+pytestmark = pytest.mark.slow
 
 
 def sh(*cmd, cwd=None, env=None, timeout=900):

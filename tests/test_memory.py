@@ -121,3 +121,19 @@ def test_planned_settings_refuse_before_loading_when_nothing_fits(monkeypatch):
     monkeypatch.setattr(memory, "launch_environment", lambda: (1, False))
     with pytest.raises(memory.DoesNotFitError):
         training.planned_settings(paper, "reinforce")
+
+
+def test_the_colab_profile_fits_a_free_t4_at_its_own_batch_sizes():
+    """A T4 has 16 GB (15 GiB usable) and no bf16: the profile's 1.7B model in fp16
+    trains at the batch the profile names, without lowering it, in both stages."""
+    cfg = config.resolve("colab")
+    shape = memory.model_shape(cfg.model, network=False)
+    assert shape is not None and cfg.memory_check and cfg.gradient_checkpointing
+    for stage in ("reinforce", "finetune"):
+        settings = training.settings_from(cfg, stage, processes=1)
+        fitted = training.fit_to_memory(settings, shape, cfg.block_size, gpu_bytes=15 * memory.GiB, processes=1,
+                                        fsdp=False, quiet=True)
+        assert fitted == settings, f"{stage}: the plan lowered the batch on a T4"
+        need = memory.plan(shape, settings.method, cfg.block_size, settings.batch_size, checkpointing=True,
+                           lora_r=settings.lora_r, half=True)
+        assert need.total < 15 * memory.GiB
