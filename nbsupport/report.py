@@ -142,8 +142,9 @@ def render(json_dir: str | Path, markdown_dir: str | Path) -> str:
         for figure, file in (r.get("figures") or {}).items():
             lines += [f"![{figure}]({(rel / file).as_posix()})", ""]
     if not any(r.get("machine") and "GPU " in r["machine"] for r in runs_):
-        lines += ["## On a GPU", "", "No run on a GPU has been recorded yet: the `gpu` profile is unmeasured. "
-                  "Run its series on one and keep its record here with the command above.", ""]
+        lines += ["## On a GPU", "", "No run on a GPU has been recorded yet: the `colab` profile (a free T4) and "
+                  "the `gpu` profile are unmeasured, their times included. Run a series on one and keep its record "
+                  "here with the command above.", ""]
     lines += ["## Several seeds", ""]
     if not seeds:
         lines += ["Not measured with this report yet: `python benchmarks/headline_seeds.py --profile cpu "

@@ -102,13 +102,17 @@ class DictionaryReview:
 
     Interactive: a checkbox and an editable text per entry; ``result()`` applies
     what the reviewer set (``anchors.apply_review``). Static (batch runs): a table
-    of the entries, and ``result()`` returns the dictionary unchanged. ``flags`` (key ->
-    why to look twice, e.g. from ``anchors.quality.review_order``) are shown beside the
-    entries.
+    of the entries, and ``result()`` returns the dictionary without the ``unless_ticked``
+    keys. ``flags`` (key -> why to look twice, e.g. from ``anchors.quality.review_order``)
+    are shown beside the entries. ``unless_ticked`` (e.g. ``quality.ordinary_english``):
+    keys that stay anchors only with a person's yes; their boxes start unticked.
     """
 
-    def __init__(self, dictionary, keys, interactive: bool = True, flags: dict[str, str] | None = None):
-        self.dictionary, self.keys, self.interactive = dictionary, list(keys), interactive
+    def __init__(self, dictionary, keys, interactive: bool = True, flags: dict[str, str] | None = None,
+                 unless_ticked=()):
+        self.unless_ticked = list(dict.fromkeys(unless_ticked))
+        self.dictionary, self.interactive = dictionary, interactive
+        self.keys = list(dict.fromkeys([*self.unless_ticked, *keys]))
         missing = [k for k in self.keys if k not in dictionary]
         if missing:
             raise KeyError(f"{len(missing)} keys to review are not in the dictionary (e.g. {missing[0]!r})")
@@ -117,7 +121,7 @@ class DictionaryReview:
         if interactive:
             for key in self.keys:
                 entry = dictionary[key]
-                self.rows[key] = (w.Checkbox(value=True, description=key, indent=False,
+                self.rows[key] = (w.Checkbox(value=key not in self.unless_ticked, description=key, indent=False,
                                              layout=w.Layout(width="25%")),
                                   w.Text(value=" | ".join(entry.translations), layout=w.Layout(width="40%")),
                                   w.HTML(f"<i>{html.escape(flags[key])}</i>", layout=w.Layout(width="35%")))
@@ -127,8 +131,12 @@ class DictionaryReview:
             self.widget = dictionary.to_frame().set_index("key").loc[self.keys].reset_index()
             if any(flags.values()):
                 self.widget["flag"] = [flags[k] for k in self.keys]
+            self.widget["kept"] = ["no (tick it in JupyterLab to keep it)" if k in self.unless_ticked else "yes"
+                                   for k in self.keys]
 
     def decisions(self) -> dict:
+        if not self.interactive:
+            return {key: {"accept": False} for key in self.unless_ticked}
         return {key: {"accept": box.value, "translations": text.value}
                 for key, (box, text, _) in self.rows.items()}
 

@@ -137,7 +137,8 @@ def test_the_review_order_on_a_real_ranking(ranked):
     flagged = order.flag != ""
     assert flagged.tolist() == sorted(flagged.tolist(), reverse=True)              # flagged ones first
     spec = ranked.set_index("term").specificity
-    assert all(spec[k] < 1.5 or "type unsure" in f for k, f in zip(order.key[flagged], order.flag[flagged]))
+    assert all(spec[k] < 1.5 or "type unsure" in f or "sentence starts" in f or "common words" in f
+               for k, f in zip(order.key[flagged], order.flag[flagged]))
     assert not flagged[order.key.isin(["Vexmoor", "Grindlehorn"])].any()
 
 
@@ -617,3 +618,57 @@ def test_the_anchors_package_is_rooms_of_one_purpose():
                          (llm_proposals, "llm_propose"), (translation_rules, "rejections"),
                          (quality, "extraction_quality"), (quality, "review_order")]:
         assert callable(getattr(module, name)), name
+
+
+# ----------------------------------------------------------------- ordinary English needs a person's yes
+JUNK = ["London", "English", "Irish", "Seven", "Cross", "Location", "Occupation", "Technically", "Senior"]
+CORE_NAMES = ["Harry", "Ron", "Hermione", "Hogwarts", "Dumbledore", "Voldemort", "Hagrid", "Quidditch",
+              "Gryffindor", "Weasley", "Snape", "Malfoy"]
+
+
+def _batch_dictionary(cfg, text: str) -> tuple[AnchorDict, list[str]]:
+    """Notebook 03's path in a batch run, without the models: extract, merge, review."""
+    from nbsupport import widgets
+
+    ranked = ranking.extract_candidates(text, boost_candidates=0)
+    curated, extracted, _ = build.dictionary_sources(cfg, text, ranked)
+    merged = curated.merged(extracted)
+    review = quality.review_order(ranked, [k for k in extracted.keys() if k in merged])
+    ordinary = quality.ordinary_english(review)
+    kept = widgets.DictionaryReview(merged, review.key.head(20), interactive=False, unless_ticked=ordinary).result()
+    return kept, ordinary
+
+
+@pytest.mark.slow
+def test_the_built_in_texts_dictionary_keeps_no_ordinary_english(embedded_tokenizer):
+    from nbsupport import config
+    cfg = config.resolve("cpu")
+    text = corpus.target_text("builtin", embedded_tokenizer, seed=cfg.seed, max_tokens=cfg.corpus_tokens)
+    kept, ordinary = _batch_dictionary(cfg, text)
+    assert set(JUNK) <= set(ordinary)                         # each was extracted, and listed
+    assert not [k for k in JUNK if k in kept]
+    assert not [k for k in CORE_NAMES if k not in kept]
+
+
+USER_TEXT = """Location: Brackenmoor Keep, two days north of London.
+Occupation: keeper of the Glimmerstone.
+Technically, Oswin Draycott was never a knight of Brackenmoor Keep. Oswin Draycott rode from London
+to Brackenmoor Keep with the Glimmerstone in his saddlebag, and Wenna Thistlecombe met him at the gate.
+Location: the Salt Road.
+Wenna Thistlecombe had guarded the Glimmerstone for nine winters. Technically, nobody at Brackenmoor Keep
+had asked her to. Oswin Draycott and Wenna Thistlecombe took the Salt Road back towards London.
+Occupation: smuggler of lantern oil. Oswin Draycott laughed; the Glimmerstone glowed in Wenna Thistlecombe's hand.
+"""
+
+
+def test_a_users_dictionary_keeps_its_names_and_drops_ordinary_words(tmp_path):
+    from nbsupport import config
+    source = tmp_path / "my_book.txt"
+    source.write_text(USER_TEXT)
+    cfg = config.resolve("cpu", target_text=str(source))
+    kept, ordinary = _batch_dictionary(cfg, USER_TEXT)
+    assert "London" in ordinary          # frequent in a short text, yet one of the common words of English
+    assert not {"London", "Location", "Occupation", "Technically"} & set(kept.keys())
+    names = {"Oswin", "Draycott", "Oswin Draycott", "Wenna", "Thistlecombe", "Wenna Thistlecombe",
+             "Brackenmoor", "Brackenmoor Keep", "Glimmerstone"}
+    assert names & set(kept.keys()) and "Glimmerstone" in kept.keys(), kept.keys()

@@ -49,6 +49,19 @@ def test_dictionary_review_applies_edits():
     assert out.keys() == ["Harry", "Hogwarts"] and out["Harry"].translations == ["Paul", "Sam"]
 
 
+def test_ordinary_words_stay_anchors_only_with_a_persons_yes():
+    d = AnchorDict([Entry("Harry", ["Jon"]), Entry("London", ["Tilford"]), Entry("Hogwarts", ["Academy"])])
+    batch = widgets.DictionaryReview(d, ["Harry"], interactive=False, unless_ticked=["London"])
+    assert batch.widget.key.tolist() == ["London", "Harry"]                 # listed, first
+    assert batch.widget.kept.tolist()[0].startswith("no") and batch.widget.kept.tolist()[1] == "yes"
+    assert batch.result().keys() == ["Harry", "Hogwarts"]                   # batch: rejected
+    review = widgets.DictionaryReview(d, ["Harry"], interactive=True, unless_ticked=["London"])
+    assert review.rows["London"][0].value is False and review.rows["Harry"][0].value is True
+    assert "London" not in review.result()                                 # nobody ticked it
+    review.rows["London"][0].value = True                                  # a person's yes
+    assert review.result().keys() == d.keys()
+
+
 def test_translation_html_marks_both_sides():
     d = AnchorDict([Entry("Hogwarts", ["Mystic Academy"])])
     html = widgets.translation_html(dictionary.translate("Off to Hogwarts & back.", d)).data
