@@ -115,8 +115,9 @@ def _report(args) -> int:
                     return 2
                 print(f"kept {report.keep_record(run, json_dir, name)}")
         if args.markdown:
-            report.write_page(json_dir, args.markdown)
-            print(f"wrote {args.markdown}")
+            times = report.TIMES_PATH if report.course_page(args.markdown) else None
+            report.write_page(json_dir, args.markdown, times=times)
+            print(f"wrote {args.markdown}" + (f" and {times}" if times else ""))
     except MissingArtifactError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

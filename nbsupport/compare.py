@@ -168,3 +168,72 @@ def measure_shelf(run, cfg, shelf: models.ModelShelf, adapters: dict, inputs: di
                                                         batch_size=cfg.batch_size, memo=memo, desc=name)
         read_back[name] = memo.reads if memo else 0
     return measured, tables, read_back
+
+
+# ----------------------------------------------------------------- the paper and this run
+# The paper's published numbers (Eldan & Russinovich 2023, Llama-2-7b-chat; docs/ALGORITHM.md section 6):
+# familiarity before and after, and its seven benchmarks before and after.
+PAPER_FAMILIARITY = {"token_familiarity": (0.244, 0.006), "completion_familiarity": (0.290, 0.007)}
+PAPER_BENCHMARKS = {"ARC-Challenge": (0.440, 0.414), "ARC-Easy": (0.744, 0.724), "BoolQ": (0.807, 0.796),
+                    "HellaSwag": (0.577, 0.557), "OpenBookQA": (0.338, 0.328), "PIQA": (0.767, 0.760),
+                    "WinoGrande": (0.663, 0.657)}
+FORGET_TARGET_PCT = 90.0          # the course's bar: 90% of the token familiarity gone (report half) ...
+KNOWLEDGE_P_MIN = 0.05            # ... general knowledge within noise (exact McNemar p >= 0.05) ...
+# ... and perplexity up at most scoring.PERPLEXITY_LIMIT_PCT.
+
+
+def _before_after(before: float, after: float, digits: int = 3) -> str:
+    return f"{before:.{digits}f} -> {after:.{digits}f} ({scoring.drop_pct(before, after):.1f}% gone)"
+
+
+def paper_vs_run(results: dict, flips: dict) -> pd.DataFrame:
+    """The paper's published numbers beside this run's, one column per recipe: token and
+    completion familiarity before -> after, general knowledge and perplexity. ``results``
+    as notebook 06 measures them (with ``baseline``), ``flips`` from
+    ``evaluate.knowledge_flips`` per recipe."""
+    base = results["baseline"]
+    bench = [100 * (after - before) for before, after in PAPER_BENCHMARKS.values()]
+    paper = {"token familiarity (all probes)": _before_after(*PAPER_FAMILIARITY["token_familiarity"]),
+             "token familiarity (report half)": "(no halves)",
+             "completion familiarity": _before_after(*PAPER_FAMILIARITY["completion_familiarity"]),
+             "general knowledge": f"{len(bench)} benchmarks: {sum(bench) / len(bench):+.1f} points on average",
+             "perplexity on generic text": "not reported"}
+    table = {"paper (Llama-2-7b-chat)": paper}
+    for name, numbers in results.items():
+        if name == "baseline":
+            continue
+        change, flip = evaluate.relative_to(base, numbers), flips.get(name, {})
+        table[f"this run: {name}"] = {
+            "token familiarity (all probes)": _before_after(base["token_familiarity"], numbers["token_familiarity"]),
+            "token familiarity (report half)": _before_after(base["token_familiarity_report"],
+                                                             numbers["token_familiarity_report"]),
+            "completion familiarity": _before_after(base["completion_familiarity"], numbers["completion_familiarity"]),
+            "general knowledge": f"{100 * base['knowledge_accuracy']:.1f}% -> {100 * numbers['knowledge_accuracy']:.1f}%"
+                                 + (f" (McNemar p = {flip['p_value']:.2f})" if "p_value" in flip else ""),
+            "perplexity on generic text": f"{base['perplexity']:.1f} -> {numbers['perplexity']:.1f} "
+                                          f"({change['perplexity_rise']:+.1f}%)"}
+    return pd.DataFrame(table)
+
+
+def targets_verdict(results: dict, flips: dict) -> str:
+    """One line per recipe: which of the course's three targets it met, and by how much
+    it missed the others (report half; perplexity on the generic text; knowledge flips)."""
+    lines = [f"The course's targets: at least {FORGET_TARGET_PCT:.0f}% of the token familiarity gone on the report "
+             f"half, perplexity up at most {scoring.PERPLEXITY_LIMIT_PCT:.0f}%, general knowledge within noise "
+             f"(McNemar p >= {KNOWLEDGE_P_MIN})."]
+    base = results["baseline"]
+    for name, numbers in results.items():
+        if name == "baseline":
+            continue
+        drop = scoring.drop_pct(base["token_familiarity_report"], numbers["token_familiarity_report"])
+        rise = scoring.rise_pct(base["perplexity"], numbers["perplexity"])
+        p = flips.get(name, {}).get("p_value")
+        parts = [f"forgetting {drop:.1f}% " + ("(met)" if drop >= FORGET_TARGET_PCT
+                                               else f"(missed by {FORGET_TARGET_PCT - drop:.1f} points)"),
+                 f"perplexity {rise:+.1f}% " + ("(met)" if rise <= scoring.PERPLEXITY_LIMIT_PCT
+                                                else f"(missed by {rise - scoring.PERPLEXITY_LIMIT_PCT:.1f} points)")]
+        if p is not None:
+            parts.append(f"general knowledge p = {p:.2f} " + ("(met)" if p >= KNOWLEDGE_P_MIN else "(missed)"))
+        met = sum(part.endswith("(met)") for part in parts)
+        lines.append(f"{name}: {', '.join(parts)}: {met} of {len(parts)} targets met.")
+    return "\n".join(lines)

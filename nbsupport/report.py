@@ -163,11 +163,37 @@ def render(json_dir: str | Path, markdown_dir: str | Path) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_page(json_dir: str | Path, markdown: str | Path) -> str:
+def reference_times(json_dir: str | Path) -> dict:
+    """``{profile: {"machine", "commit", "seconds": {notebook: s}}}`` from the kept
+    series records (seeds records have no times): what each notebook's first cell
+    quotes as its expected time (``recap.expected_time``)."""
+    out = {}
+    for path in sorted(Path(json_dir).glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("notebook_seconds"):
+            out[record.get("profile") or record["name"]] = {
+                "machine": record.get("machine", ""), "commit": record.get("commit", ""),
+                "seconds": {k: round(v) for k, v in record["notebook_seconds"].items()}}
+    return out
+
+
+TIMES_PATH = Path(__file__).resolve().parent / "data" / "reference_times.json"
+
+
+def course_page(markdown: str | Path) -> bool:
+    """Whether ``markdown`` is this repository's own results page (``docs/RESULTS.md``
+    beside the package): only its records set the notebooks' reference times."""
+    return Path(markdown).resolve() == TIMES_PATH.parents[2] / "docs" / "RESULTS.md"
+
+
+def write_page(json_dir: str | Path, markdown: str | Path, times: str | Path | None = None) -> str:
+    """The results page (and, with ``times``, the notebooks' reference times) from the records."""
     markdown = Path(markdown)
     text = render(json_dir, markdown.parent)
     markdown.parent.mkdir(parents=True, exist_ok=True)
     markdown.write_text(text, encoding="utf-8")
+    if times is not None:
+        Path(times).write_text(json.dumps(reference_times(json_dir), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return text
 
 

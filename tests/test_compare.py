@@ -167,3 +167,32 @@ def test_measure_shelf_measures_every_model_and_reads_the_memos_back(tmp_path, t
     again = compare.measure_shelf(run, cfg, models.ModelShelf(loaders), adapters, inputs)
     assert again[2] == {"baseline": 2 + 1 + 2 + 1, "ga": 2 + 1 + 2 + 1, "no memo": 0}
     assert pd.DataFrame(again[0]).equals(pd.DataFrame(measured))
+
+
+def _results():
+    base = {"token_familiarity": 0.080, "token_familiarity_report": 0.100, "completion_familiarity": 0.300,
+            "knowledge_accuracy": 0.800, "perplexity": 20.0}
+    paper = {"token_familiarity": 0.020, "token_familiarity_report": 0.005, "completion_familiarity": 0.150,
+             "knowledge_accuracy": 0.790, "perplexity": 23.0}
+    soft = {"token_familiarity": 0.040, "token_familiarity_report": 0.050, "completion_familiarity": 0.300,
+            "knowledge_accuracy": 0.800, "perplexity": 20.4}
+    return {"baseline": base, "paper": paper, "soft+kl": soft}
+
+
+def test_the_paper_beside_this_run_reads_before_and_after():
+    table = compare.paper_vs_run(_results(), {"paper": {"p_value": 0.5}, "soft+kl": {"p_value": 1.0}})
+    assert list(table.columns) == ["paper (Llama-2-7b-chat)", "this run: paper", "this run: soft+kl"]
+    assert table.loc["token familiarity (all probes)", "paper (Llama-2-7b-chat)"] == "0.244 -> 0.006 (97.5% gone)"
+    assert table.loc["token familiarity (report half)", "this run: paper"] == "0.100 -> 0.005 (95.0% gone)"
+    assert table.loc["perplexity on generic text", "this run: paper"] == "20.0 -> 23.0 (+15.0%)"
+    assert table.loc["general knowledge", "this run: paper"] == "80.0% -> 79.0% (McNemar p = 0.50)"
+    # the paper's seven benchmarks lost 10.0 points in all: -1.4 on average
+    assert table.loc["general knowledge", "paper (Llama-2-7b-chat)"] == "7 benchmarks: -1.4 points on average"
+
+
+def test_the_verdict_says_which_targets_were_met_and_by_how_much_the_others_were_missed():
+    verdict = compare.targets_verdict(_results(), {"paper": {"p_value": 0.5}, "soft+kl": {"p_value": 0.01}}).splitlines()
+    assert verdict[1] == ("paper: forgetting 95.0% (met), perplexity +15.0% (missed by 12.0 points), "
+                          "general knowledge p = 0.50 (met): 2 of 3 targets met.")
+    assert verdict[2] == ("soft+kl: forgetting 50.0% (missed by 40.0 points), perplexity +2.0% (met), "
+                          "general knowledge p = 0.01 (missed): 1 of 3 targets met.")

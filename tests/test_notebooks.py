@@ -1,6 +1,7 @@
 """The committed notebooks are clean and parameterised, and the whole series runs
 end to end under papermill in the smoke profile."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,41 @@ def test_runner_refuses_unknown_parameters_before_running(tmp_path):
 def test_parse_value():
     assert runner.parse_value("5") == 5 and runner.parse_value("null") is None
     assert runner.parse_value("./my-model") == "./my-model"
+
+
+TRAINER_DICT = re.compile(r"\{'(loss|train_runtime|grad_norm|learning_rate|epoch)': ")
+FLOAT_COUNT = re.compile(r"(?<![\d.])\d{3,}\.0(?![\d%]| ?%)")        # 8192.0 positions, 698.0 keys
+
+
+def _output_texts(path: Path) -> list[tuple[int, str]]:
+    """Every text a notebook's outputs show: streams, plain text and HTML tables."""
+    executed = nbformat.read(path, as_version=4)
+    found = []
+    for i, cell in enumerate(executed.cells):
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                found.append((i, out["text"]))
+            found += [(i, v) for k, v in out.get("data", {}).items() if k in ("text/plain", "text/html")]
+    return found
+
+
+@pytest.mark.slow
+def test_no_output_shows_a_trainer_dict_or_a_count_as_a_float(smoke_series):
+    run_dir, _ = smoke_series
+    bad = []
+    for path in NOTEBOOKS:
+        for cell, text in _output_texts(run_dir / "notebooks" / path.name):
+            for name, pattern in (("a Trainer dict", TRAINER_DICT), ("a count as a float", FLOAT_COUNT)):
+                m = pattern.search(text)
+                if m:
+                    bad.append(f"{path.name} cell {cell}: {name}: ...{text[max(0, m.start() - 60):m.end() + 20]!r}")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_output_checks_catch_what_they_look_for():
+    assert TRAINER_DICT.search("{'loss': '3.437', 'grad_norm': '0.5688'}")
+    assert FLOAT_COUNT.search("<td>8192.0</td>") and FLOAT_COUNT.search("curated   698.0   222.0")
+    assert not FLOAT_COUNT.search("8192 positions, perplexity 24.0, 100.0% of them, 0.682")
 
 
 @pytest.mark.slow

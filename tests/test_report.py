@@ -98,3 +98,15 @@ def test_the_report_command_writes_the_page_and_refuses_unclear_requests(tmp_pat
                                                  (-1.515, "knowledge_points", "-1.5")])
 def test_cells(value, column, text):
     assert report._cell(column, value) == text
+
+
+def test_the_notebooks_reference_times_are_those_of_the_committed_records():
+    from nbsupport import recap
+    kept = json.loads((ROOT / "nbsupport" / "data" / "reference_times.json").read_text())
+    assert kept == report.reference_times(ROOT / "docs" / "results"), \
+        "stale: python -m nbsupport report --render --markdown docs/RESULTS.md"
+    cpu = json.loads((ROOT / "docs" / "results" / "cpu.json").read_text())["notebook_seconds"]
+    line = recap.expected_time("05_finetune.ipynb")
+    assert f"about {cpu['05_finetune.ipynb'] / 60:.0f} min with the `cpu` profile" in line
+    assert "on a GPU: not measured yet" in line
+    assert "no reference run has timed" in recap.expected_time("99_not_a_notebook.ipynb")

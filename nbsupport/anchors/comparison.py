@@ -24,7 +24,7 @@ def coverage(text: str, dictionaries: Mapping[str, AnchorDict]) -> pd.DataFrame:
         rows[name] = {"keys": len(d), "keys_in_text": len({key for _, _, key in found}),
                       "occurrences": len(found),
                       "text_share": sum(end - start for start, end, _ in found) / max(len(text), 1)}
-    return pd.DataFrame(rows).T
+    return pd.DataFrame.from_dict(rows, orient="index")   # per-column types: counts stay integers
 
 
 def added_terms(text: str, base: AnchorDict, extended: AnchorDict) -> pd.DataFrame:
