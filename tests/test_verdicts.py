@@ -1,0 +1,42 @@
+"""Notebook 07's closing sentences follow the numbers they are printed from."""
+import pandas as pd
+
+from nbsupport import verdicts
+
+B_BEFORE, B_AFTER = "group B before relearning (% of baseline)", "group B after 25 relearning steps (% of baseline)"
+
+
+def _summary():
+    return pd.DataFrame({
+        "familiarity_drop": {"baseline": 0.0, "WHP paper": 75.0, "WHP soft+kl": 76.0, "ga": 20.0, "npo": 80.0},
+        "indirect_drop": {"baseline": 0.0, "WHP paper": 50.0, "WHP soft+kl": 30.0, "ga": 5.0, "npo": 70.0},
+        "perplexity_rise": {"baseline": 0.0, "WHP paper": 14.2, "WHP soft+kl": 2.5, "ga": 2.9, "npo": 1.0},
+        B_BEFORE: {"baseline": 100.0, "WHP paper": 29.0, "WHP soft+kl": 28.0, "ga": 96.0, "npo": 30.0},
+        B_AFTER: {"baseline": 111.0, "WHP paper": 70.0, "WHP soft+kl": 44.0, "ga": None, "npo": 40.0}})
+
+
+def test_each_model_gets_the_verdict_its_numbers_give():
+    lines = verdicts.verdict_lines(_summary(), 25)
+    assert lines[0].startswith("WHP paper: hidden, not removed")          # 70 >= (100 + 29) / 2 = 64.5
+    assert lines[1].startswith("WHP soft+kl: avoids the names")           # 30 < 76 / 2, and 44 < 64
+    assert lines[2].startswith("ga: forgot little")
+    assert lines[3].startswith("npo: no sign of hiding under these attacks")
+    assert len(lines) == 4                                                # no verdict for the baseline
+
+
+def test_the_rule_line_names_who_breaks_plus_three_percent_and_who_ran_out_of_steps():
+    lines = verdicts.rule_lines(_summary(), {"ga": 12, "npo": 4}, {"ga": 12, "npo": 8}, method_steps=12)
+    assert "WHP paper (+14.2%)" in lines[0] and "soft+kl" not in lines[0] and "npo" not in lines[0]
+    assert lines[1].startswith("Stopped because the budget of 12 steps ended") and "ga" in lines[1]
+    assert "npo" not in lines[1]
+    keeps = verdicts.rule_lines(_summary().drop(index="WHP paper"), {"npo": 4}, {"npo": 8}, 12)
+    assert keeps == ["The +3% rule: the methods trained here are early-stopped within it; every model here keeps it."]
+
+
+def test_the_reminder_is_narrated_whether_it_worked_or_not():
+    failed = pd.DataFrame({"without primer": {"baseline": 0.10, "WHP soft+kl": 0.02},
+                           "with primer": {"baseline": 0.20, "WHP soft+kl": 0.025}})
+    line = verdicts.reminder_line(failed)
+    assert "the baseline 2.0x; WHP soft+kl 1.2x" in line and "the attack failed" in line
+    worked = failed.assign(**{"with primer": [0.20, 0.04]})
+    assert "brought familiarity back (at least 1.5x) for WHP soft+kl" in verdicts.reminder_line(worked)
