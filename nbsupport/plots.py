@@ -36,6 +36,10 @@ MODEL_STYLES = {
     "npo": ("#2ca02c", "*"),
     "whp at inference": ("#17becf", "h"),    # inference-time WHP, no weights of its own
 }
+# markers are drawn hollow and lines of one plot alternate their dash, so that models on
+# the same values (GA and NPO often are) stay visible one through the other
+LINESTYLES = ("-", "--", "-.", ":")
+HOLLOW = {"markerfacecolor": "none", "markeredgewidth": 1.6}
 # models with no style of their own (the sweeps, a new recipe): a spare colour and marker
 SPARE_COLORS = ("#00796b", "#b8860b", "#283593", "#880e4f", "#556b2f", "#607d8b")
 SPARE_MARKERS = ("p", "<", ">", "d", "H", "8")
@@ -186,12 +190,6 @@ def fraction_by_alpha(fractions: pd.Series, ylabel: str = "labels that differ fr
     return fig, ax
 
 
-def _model_line(ax, x, y, name, label=None, **kw):
-    """A line of model ``name`` in its colour and marker."""
-    colour, marker = model_style(name)
-    return ax.plot(x, y, color=colour, marker=marker, label=name if label is None else label, **kw)[0]
-
-
 def steps_plot(histories: dict, title: str = "Along finetuning"):
     """Target-probe familiarity and generic perplexity by optimizer step, one line
     per run in its model's colour and marker; ``histories`` maps a name to
@@ -202,8 +200,8 @@ def steps_plot(histories: dict, title: str = "Along finetuning"):
         steps = [h["step"] for h in hist]
         colour, marker = styles[name]
         for ax, what in ((left, "familiarity"), (right, "perplexity")):
-            ax.plot(steps, [h[what] for h in hist], color=colour, marker=marker, markersize=7,
-                    alpha=0.85, label=name)
+            ax.plot(steps, [h[what] for h in hist], color=colour, marker=marker, markersize=8, label=name,
+                    linestyle=LINESTYLES[list(histories).index(name) % len(LINESTYLES)], **HOLLOW)
     left.set(xlabel="optimizer step", ylabel="mean target probability", title="forgetting (lower is better)")
     right.set(xlabel="optimizer step", ylabel="perplexity on generic text", title="keeping (lower is better)")
     left.set_ylim(bottom=0)   # a probability: from zero
@@ -242,7 +240,7 @@ def tradeoff(points: pd.DataFrame, title: str = "Forgetting against keeping", ax
                 colour, marker = styles[r["name"]]
                 extra = f" ({group})" if group in ("ablation", "sweep") else ""
                 ax.plot([r["perplexity_rise"]], [r["familiarity_drop"]], linestyle="", color=colour, marker=marker,
-                        markersize=9, alpha=0.9, zorder=3, label=f"{r['name']}{extra}")
+                        markersize=10, zorder=3, label=f"{r['name']}{extra}", **HOLLOW)
         labelled += [(r["perplexity_rise"], r["familiarity_drop"], r["name"]) for _, r in rows.iterrows()
                      if _annotated(r)]
     x, y = points["perplexity_rise"].astype(float), points["familiarity_drop"].astype(float)
@@ -298,10 +296,10 @@ def recovery_curves(table: pd.DataFrame, title: str = "Relearning: how much come
     curves = [(name, rows) for name, rows in table.groupby("model", sort=False) if len(rows) > 1]
     styles = model_styles([name for name, _ in curves])
     for ax, group, what in zip(axes, ("A", "B"), ("relearned (stated in the text)", "recovered (never shown)")):
-        for name, rows in curves:
+        for i, (name, rows) in enumerate(curves):
             colour, marker = styles[name]
             ax.plot(rows["step"], rows[f"group {group} % of baseline"], color=colour, marker=marker,
-                    markersize=7, alpha=0.85, label=name)
+                    markersize=8, linestyle=LINESTYLES[i % len(LINESTYLES)], label=name, **HOLLOW)
         ax.axhline(100, color=NEUTRAL_COLOR, linestyle="--", linewidth=1)
         ax.set(xlabel="relearning step", title=f"group {group}: {what}")
     axes[0].set_ylabel("familiarity, % of the baseline's")
