@@ -7,16 +7,19 @@ import math
 import random
 import re
 
+import nbformat
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
-from nbsupport import evaluate, exercises as ex, finetune, generic_labels, pair, probe, scoring
+from nbsupport import attacks, evaluate, exercises as ex, finetune, generic_labels, pair, probe, scoring
 from nbsupport.anchors import dictionary
-from nbsupport.exercises import AnchorSpan, harness, nb01, nb02, nb03, nb04, nb05, nb06
+from nbsupport.exercises import AnchorSpan, harness, nb01, nb02, nb03, nb04, nb05, nb06, nb07
 from nbsupport.pair import generic_logits
 
-MODULES = (nb01, nb02, nb03, nb04, nb05, nb06)
+MODULES = (nb01, nb02, nb03, nb04, nb05, nb06, nb07)
 NAMES = [n for group in ex.EXERCISES.values() for n in group]
 FUNCTIONS = [n for n in NAMES if n not in ("alpha_puzzle", "anchor_quiz", "probe")]
 # the reference solutions the wrong answers below are built on (tests may patch the modules' names)
@@ -42,8 +45,8 @@ def stub(*args, **kwargs):
 
 # ----------------------------------------------------------------- the catalogue
 def test_at_least_two_exercises_per_notebook_each_with_a_check_and_a_solution():
-    assert sorted(ex.EXERCISES) == ["01", "02", "03", "04", "05", "06"]
-    assert all(len(group) >= 2 for group in ex.EXERCISES.values()) and len(NAMES) >= 12
+    assert sorted(ex.EXERCISES) == ["01", "02", "03", "04", "05", "06", "07"]
+    assert all(len(group) >= 2 for group in ex.EXERCISES.values()) and len(NAMES) >= 14
     for name in NAMES:
         assert callable(getattr(ex, f"check_{name}"))
         assert ex.solution(name) is not None
@@ -203,6 +206,17 @@ def judge_by_substring(prompt, completion, unique_terms, theme_terms):
     return 1 if found(unique_terms + tuple(theme_terms), completion) else 0
 
 
+def comeback_counting_unrelearned(table):
+    by_model = table.sort_values("step").groupby("model")["group B % of baseline"]
+    rise = (by_model.last() - by_model.first()).drop("baseline")   # a step-0-only model "rises" 0
+    return (rise.idxmax(), float(rise.max())) if len(rise) else None
+
+
+def auc_divided_by_span_plus_one(steps, shares):
+    area = sum((s1 - s0) * (y0 + y1) / 2 for s0, s1, y0, y1 in zip(steps, steps[1:], shares, shares[1:]))
+    return area / (steps[-1] - steps[0] + 1)
+
+
 SUBTLE = [   # (name, wrong answer, what the report says, the course's code it could have been compared with)
     ("continuation_logprob", logprob_over_positions, "log_softmax over the vocabulary (dim=-1)", []),
     ("generic_logits", generic_logits_abs, "where v_R < v_B everywhere nothing was raised",
@@ -224,6 +238,8 @@ SUBTLE = [   # (name, wrong answer, what the report says, the course's code it c
      [(evaluate, "judge_offline", lambda wrong: lambda p, c, u, t=evaluate.THEME_TERMS: wrong(p, c, u, t))]),
     ("alpha_puzzle", {"alpha": 1, "token": " her", "token_sure": " her"}, "it needs alpha > 12", []),
     ("anchor_quiz", {**ex.solution("anchor_quiz"), "Harry Potter": True}, "both of its words are keys", []),
+    ("biggest_comeback", comeback_counting_unrelearned, "a model with only its step-0 row was not relearned", []),
+    ("relearning_auc", auc_divided_by_span_plus_one, "off by one: the curve spans last - first steps", []),
 ]
 
 
@@ -679,3 +695,179 @@ def test_judge_that_ignores_the_prompt_fails_with_the_reason(capsys):
     assert result is False
     assert "should score 1, got 3. Why: it only repeats what the prompt gave" in out
     assert "match whole words (terms.added does)" in out
+
+
+# ----------------------------------------------------------------- 07
+NOTEBOOK_07 = "notebooks/07_other_methods_and_attacks.ipynb"
+
+
+def curve_frames(curves):
+    """{model: {step: (group A, group B)}} as relearn returns each curve: a DataFrame by step, columns A and B."""
+    return {model: pd.DataFrame([{"step": step, "A": a, "B": b} for step, (a, b) in curve.items()]).set_index("step")
+            for model, curve in curves.items()}
+
+
+def rises_by_hand(curves):
+    """{unlearned model relearned to the last step: group B's rise in % of the baseline's step-0 familiarity}."""
+    base, last = curves["baseline"][0][1], max(step for curve in curves.values() for step in curve)
+    return {m: 100 * (c[last][1] - c[0][1]) / base for m, c in curves.items() if m != "baseline" and last in c}
+
+
+def run_curves(seed, steps=(0, 10, 25)):
+    """Curves such as a run gives: three relearned models, the baseline, and NPO not relearned (step 0 only)."""
+    rng = random.Random(seed)
+    curves = {}
+    for model in ("baseline", "WHP", "GA", "graddiff"):
+        a, b = rng.uniform(0.05, 0.4), rng.uniform(0.05, 0.4)
+        curves[model] = {s: (a + 0.004 * s * rng.random(), b + 0.003 * s * rng.random()) for s in steps}
+    curves["NPO"] = {0: (rng.uniform(0.3, 0.4), rng.uniform(0.3, 0.4))}
+    return curves
+
+
+def run_table(seed, steps=(0, 10, 25)):
+    curves = run_curves(seed, steps)
+    return curves, attacks.recovery_table(curve_frames(curves))
+
+
+def trapezoid_mean(steps, ys):
+    area = sum((s1 - s0) * (y0 + y1) / 2 for s0, s1, y0, y1 in zip(steps, steps[1:], ys, ys[1:]))
+    return area / (steps[-1] - steps[0])
+
+
+def test_comeback_hand_tables_are_recovery_tables_and_expect_the_largest_rise():
+    for name, curves, expected in nb07.COMEBACK_HAND:
+        table = attacks.recovery_table(curve_frames(curves))
+        pd.testing.assert_frame_equal(nb07.hand_table(curves), table, check_dtype=False)
+        rises = rises_by_hand(curves)
+        if expected is None:
+            assert not rises, name
+            continue
+        best = max(rises, key=rises.get)
+        assert expected[0] == best and math.isclose(expected[1], rises[best], abs_tol=1e-9), name
+    # the cases cover what a naive reading gets wrong: a baseline that rises more, a model not relearned, a fall
+    cases = {name: (curves, expected) for name, curves, expected in nb07.COMEBACK_HAND}
+    assert any(e and rises_by_hand({**c, "x": c["baseline"]})["x"] > e[1] for c, e in cases.values())
+    assert any(any(len(curve) == 1 for curve in c.values()) for c, e in cases.values() if e)
+    assert any(e and e[1] < 0 for c, e in cases.values())
+
+
+@pytest.mark.parametrize("steps", [(0, 10, 25), (0, 2), (0, 10, 25, 100)])
+def test_the_checks_compare_on_this_runs_recovery_table(capsys, steps):
+    curves, table = run_table(1, steps)
+    rises = rises_by_hand(curves)
+    best = max(rises, key=rises.get)
+    result, out = run_check(capsys, "biggest_comeback", ex.solution("biggest_comeback"), table=table)
+    assert result is True and "✗" not in out
+    assert f"on this run: {best}'s group B came back the most, {rises[best]:+.1f} points" in out
+    assert ex.solution("biggest_comeback")(table)[0] == best
+    result, out = run_check(capsys, "relearning_auc", ex.solution("relearning_auc"), table=table)
+    assert result is True and "✗" not in out
+    base0 = curves["baseline"][0][1]
+    for model in ("baseline", "WHP", "GA", "graddiff"):
+        height = trapezoid_mean(steps, [100 * curves[model][s][1] / base0 for s in steps])
+        assert f"{model} {height:.1f}" in out
+    assert "NPO" not in out.split("on this run's curves")[1]          # not relearned: no curve
+
+
+def test_a_run_without_relearning_steps_is_said_not_failed(capsys):
+    _, table = run_table(3, steps=(0,))
+    result, out = run_check(capsys, "biggest_comeback", ex.solution("biggest_comeback"), table=table)
+    assert result is True and "measured no relearning step past 0" in out
+    result, out = run_check(capsys, "relearning_auc", ex.solution("relearning_auc"), table=table)
+    assert result is True and "no curve past step 0" in out
+
+
+def test_the_run_part_catches_answers_right_only_on_the_hand_made_cases(capsys):
+    _, table = run_table(2, steps=(0, 2, 10, 25, 100))
+    hand_rows = {len(nb07.hand_table(curves)) for _, curves, _ in nb07.COMEBACK_HAND}
+    assert len(table) not in hand_rows and max(len(s) for _, s, _, _ in nb07.AUC_HAND) < 5
+
+    def comeback(t):
+        return ex.solution("biggest_comeback")(t) if len(t) in hand_rows else ("baseline", 0.0)
+
+    def auc(steps, shares):
+        return ex.solution("relearning_auc")(steps, shares) * (1 if len(steps) < 5 else 2)
+
+    result, out = run_check(capsys, "biggest_comeback", comeback, table=table)
+    assert result is False and "✓ right on 3 hand-made tables" in out
+    assert "✗ this run's recovery_table: expected" in out
+    result, out = run_check(capsys, "relearning_auc", auc, table=table)
+    assert result is False and "✓ right on 5 hand-made curves" in out
+    assert "✗ baseline's curve (steps [0, 2, 10, 25, 100]): expected" in out
+
+
+def test_in_a_batch_run_the_run_part_raises_on_a_wrong_answer(capsys):
+    _, table = run_table(4)
+    ex.fill_solutions(None, interactive=False)
+    assert ex.check_relearning_auc(ex.solution("relearning_auc"), table) is True
+    with pytest.raises(ex.ExerciseFailed, match="exercise 'relearning_auc' failed in a batch run.*normalise"):
+        ex.check_relearning_auc(lambda steps, shares: np.trapezoid(shares, steps), table)
+    assert ex.check_biggest_comeback(ex.solution("biggest_comeback"), table) is True
+
+
+def rise_of(table, column="group B % of baseline", at=-1, how="rise", baseline=False):
+    share = table.pivot(index="model", columns="step", values=column)
+    step = sorted(table["step"].unique())[at]
+    value = {"rise": share[step] - share[0], "level": share[step], "ratio": share[step] / share[0]}[how].dropna()
+    value = value if baseline else value.drop("baseline")
+    return (value.idxmax(), float(value.max())) if len(value) else None
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda t: rise_of(t, how="level"), "the RISE from step 0 to the last step, not the level"),
+    (lambda t: rise_of(t, baseline=True), "leave the baseline out: its rise is the yardstick"),
+    (lambda t: rise_of(t, column="group B"), "not the raw familiarity 'group B'"),
+    (lambda t: rise_of(t, how="ratio"), "percentage POINTS: the difference of the two shares, not their ratio"),
+    (lambda t: rise_of(t, column="group A % of baseline"), "group B is the one never shown again"),
+    (lambda t: rise_of(t, at=1), "the LAST step is the largest step number"),
+    (lambda t: ("WHP", 32.0), "no unlearned model was relearned: expected None (no unlearned model"),
+    (lambda t: "WHP", "return a pair (model, points), or None"),
+])
+def test_biggest_comeback_typical_mistakes_fail_with_a_hint(capsys, wrong, message):
+    result, out = run_check(capsys, "biggest_comeback", wrong)
+    assert result is False and message in out
+
+
+def test_auc_hand_values_are_the_mean_height_of_the_linear_curve():
+    for name, steps, shares, expected in nb07.AUC_HAND:
+        assert steps[0] == 0 and math.isclose(trapezoid_mean(steps, shares), expected), name
+        fine = np.linspace(steps[0], steps[-1], 200001)                      # the curve's mean height, sampled
+        assert abs(np.interp(fine, steps, shares).mean() - expected) < 1e-3, name
+    uneven = [(s, y) for _, s, y, _ in nb07.AUC_HAND if len(set(np.diff(s))) > 1]
+    assert uneven and all(not math.isclose(np.mean(y), trapezoid_mean(s, y)) for s, y in uneven)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda s, y: trapezoid_mean(s, y) * (s[-1] - s[0]), "normalise: divide the area by the number of steps"),
+    (lambda s, y: trapezoid_mean(s, y) * (s[-1] - s[0]) / len(s), "not by the number of points"),
+    (lambda s, y: trapezoid_mean(s, y) * (s[-1] - s[0]) / (s[-1] - s[0] + 1), "off by one"),
+    (lambda s, y: trapezoid_mean(s, y) * (s[-1] - s[0]) / (len(s) - 1), "not by the number of intervals"),
+    (lambda s, y: trapezoid_mean(list(range(len(s))), y), "the steps are unevenly spaced"),
+    (lambda s, y: sum(y) / len(y), "not the plain mean of the points"),
+    (lambda s, y: sum((b - a) * v for a, b, v in zip(s, s[1:], y)) / (s[-1] - s[0]), "not only the left one"),
+    (lambda s, y: [trapezoid_mean(s, y)], "return a number"),
+])
+def test_relearning_auc_typical_mistakes_fail_with_a_hint(capsys, wrong, message):
+    result, out = run_check(capsys, "relearning_auc", wrong)
+    assert result is False and message in out
+
+
+def test_notebook_07_exercises_read_the_relearning_table_it_computes(capsys):
+    nb = nbformat.read(NOTEBOOK_07, as_version=4)
+    cells = nb.cells
+    where = {c.id: i for i, c in enumerate(cells)}
+    made = next(i for i, c in enumerate(cells) if "recovery_table = attacks.recovery_table(" in c.source)
+    assert "SOLUTIONS = None" in cells[1].source and "INTERACTIVE = True" in cells[1].source
+    assert any("FILL_SOLUTIONS = exercises.fill_solutions(SOLUTIONS, INTERACTIVE)" in c.source for c in cells[:made])
+    for k, name in enumerate(nb07.NAMES, start=1):
+        task, stub, check, answer = (cells[where[f"ex-7-{k}-{j}"]] for j in range(4))
+        assert made < where[f"ex-7-{k}-0"] and task.cell_type == answer.cell_type == "markdown"
+        assert "minutes" in task.source and f"`{name}(" in task.source
+        assert f"def {name}(" in stub.source and "raise NotImplementedError  # your code here" in stub.source
+        assert "if FILL_SOLUTIONS:" in check.source and f'exercises.solution("{name}")' in check.source
+        assert f"exercises.check_{name}({name}, recovery_table)" in check.source
+        assert all(not c.outputs and len(c.source.splitlines()) <= 15 for c in (stub, check))
+        shown = {}                                          # the solution the notebook reveals passes the check
+        exec(answer.source.split("```python")[1].split("```")[0], shown)
+        result, out = run_check(capsys, name, shown[name], table=run_table(5)[1])
+        assert result is True and "✗" not in out, out

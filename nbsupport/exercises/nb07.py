@@ -238,11 +238,9 @@ def _auc_problem(name: str, got, steps, shares, expected: float) -> str:
         return f"{name}: return a number, got {short(got)}"
     if right:
         return ""
-    hint = ""
-    for h, value in _auc_variants(steps, shares):
-        if math.isclose(float(got), value, rel_tol=1e-6, abs_tol=1e-6):
-            hint = " Hint: " + h
-            break
+    hints = list(dict.fromkeys(h for h, value in _auc_variants(steps, shares)      # on 2 points some coincide
+                               if math.isclose(float(got), value, rel_tol=1e-6, abs_tol=1e-6)))
+    hint = "".join((" Hint: " if i == 0 else " Or: ") + h for i, h in enumerate(hints))
     return f"{name}: expected {expected:.4g}, got {float(got):.6g}.{hint}"
 
 
@@ -250,7 +248,7 @@ def relearned_curves(table: pd.DataFrame) -> dict[str, tuple[list, list]]:
     """``{model: (steps, group B shares)}`` of every model of ``table`` measured at two
     steps or more (relearned), in step order."""
     curves = {}
-    for model, rows in table.sort_values("step").groupby("model", sort=False):
+    for model, rows in table.sort_values("step", kind="stable").groupby("model", sort=False):
         if len(rows) >= 2:
             curves[str(model)] = (rows["step"].tolist(), rows[B_SHARE].astype(float).tolist())
     return curves

@@ -1,0 +1,42 @@
+"""Tables a reader can take in: at most eight columns with short headers, a legend
+under the table for what each header means, percentages with one decimal, counts
+as integers. The full table stays where the code saved it (a CSV in the run)."""
+from __future__ import annotations
+
+import pandas as pd
+
+MAX_COLUMNS = 8
+
+
+def compact(table: pd.DataFrame, columns: dict[str, tuple[str, str]], percent: tuple[str, ...] = (),
+            digits: int = 3) -> tuple[pd.DataFrame, str]:
+    """``(view, legend)``: the ``columns`` of ``table`` that exist, in order, renamed
+    ``{short header: (column, meaning)}``; columns named in ``percent`` (by short header)
+    rounded to one decimal, whole-number columns as integers, the rest to ``digits``.
+    At most ``MAX_COLUMNS`` headers (a ValueError says to split the table)."""
+    if len(columns) > MAX_COLUMNS:
+        raise ValueError(f"{len(columns)} columns: show at most {MAX_COLUMNS} (split the table in two)")
+    present = {short: (col, meaning) for short, (col, meaning) in columns.items() if col in table}
+    view = table[[col for col, _ in present.values()]].copy()
+    view.columns = list(present)
+    for short in view.columns:
+        values = pd.to_numeric(view[short], errors="coerce")
+        if short in percent:
+            view[short] = values.round(1)
+        elif values.notna().any() and (values.dropna() % 1 == 0).all() and values.notna().all():
+            view[short] = values.astype(int)
+        elif values.notna().any():
+            view[short] = values.round(digits)
+    legend = "; ".join(f"{short}: {meaning}" for short, (_, meaning) in present.items())
+    return view, legend
+
+
+def show(table: pd.DataFrame, columns: dict[str, tuple[str, str]], percent: tuple[str, ...] = (),
+         digits: int = 3) -> pd.DataFrame:
+    """Display the compact view of ``table`` with its legend under it; return the view."""
+    from IPython.display import display
+
+    view, legend = compact(table, columns, percent, digits)
+    display(view)
+    print(legend)
+    return view

@@ -1,0 +1,22 @@
+import pandas as pd
+import pytest
+
+from nbsupport import tables
+
+
+def test_a_compact_view_has_short_headers_integers_and_one_decimal_percentages():
+    full = pd.DataFrame({"count": [50.0, 100.0], "familiarity_drop": [70.8123, 73.25], "perplexity": [24.44071, 28.1],
+                         "unused": [1, 2]}, index=["baseline", "paper"])
+    view, legend = tables.compact(full, {"n": ("count", "how often"), "drop %": ("familiarity_drop", "gone"),
+                                         "ppl": ("perplexity", "on generic text"), "absent": ("nope", "not here")},
+                                  percent=("drop %",))
+    assert list(view.columns) == ["n", "drop %", "ppl"]
+    assert view["n"].tolist() == [50, 100] and str(view["n"].dtype).startswith("int")
+    assert view["drop %"].tolist() == [70.8, 73.2] or view["drop %"].tolist() == [70.8, 73.3]
+    assert view["ppl"].tolist() == [24.441, 28.1]
+    assert legend == "n: how often; drop %: gone; ppl: on generic text"
+
+
+def test_more_than_eight_columns_is_refused():
+    with pytest.raises(ValueError, match="at most 8"):
+        tables.compact(pd.DataFrame({"a": [1]}), {str(i): ("a", "x") for i in range(9)})
