@@ -237,3 +237,25 @@ def targets_verdict(results: dict, flips: dict) -> str:
         met = sum(part.endswith("(met)") for part in parts)
         lines.append(f"{name}: {', '.join(parts)}: {met} of {len(parts)} targets met.")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- compact views (tables.show)
+MEASURE_COLUMNS = {
+    "token": ("token_familiarity", "token familiarity: mean probability of the target continuation, all probes"),
+    "report": ("token_familiarity_report", "the same on the report half"),
+    "indirect": ("indirect_familiarity", "the same on the indirect probes (no name of the world)"),
+    "completion": ("completion_familiarity", "completion familiarity (judge score / 3)"),
+    "GK": ("knowledge_accuracy", "general-knowledge accuracy"),
+    "ppl": ("perplexity", "perplexity on generic held-out text"),
+    "ppl nearby": ("perplexity_nearby", "perplexity on other fantasy"),
+    "KL": ("kl_to_baseline", "KL(B || model) per token, nats")}
+CHANGE_COLUMNS = {
+    "token": MEASURE_COLUMNS["token"],
+    "gone %": ("familiarity_drop", "% of the baseline's token familiarity gone, all probes"),
+    "report gone %": ("familiarity_report_drop", "the same on the report half"),
+    "indirect gone %": ("indirect_drop", "the same on the indirect probes"),
+    "completion": MEASURE_COLUMNS["completion"],
+    "GK pts": ("knowledge_points", "general-knowledge accuracy change, points"),
+    "ppl rise %": ("perplexity_rise", "perplexity rise on generic held-out text"),
+    "KL": MEASURE_COLUMNS["KL"]}
+CHANGE_PERCENT = ("gone %", "report gone %", "indirect gone %", "GK pts", "ppl rise %")

@@ -170,7 +170,8 @@ def token_familiarity(model, tok, probes: Sequence[TokenProbe], batch_size: int 
             for c in conts:
                 pairs.append((probe.prompt, c))
                 owners.append((i, kind))
-    probs = continuation_logprobs(model, tok, pairs, batch_size, progress=progress).exp()
+    probs = continuation_logprobs(model, tok, pairs, batch_size, progress=progress,
+                                  desc=f"scoring {len(probes)} token probes").exp()
     mass = [{"target": 0.0, "generic": 0.0} for _ in probes]
     for (i, kind), p in zip(owners, probs.tolist()):
         mass[i][kind] += p
@@ -191,7 +192,8 @@ def knowledge_accuracy(model, tok, probes: Sequence[KnowledgeProbe], batch_size:
                        progress: bool = True) -> pd.DataFrame:
     """Multiple choice by likelihood: the model 'answers' with its most likely choice."""
     pairs = [(p.prompt, c) for p in probes for c in p.choices]
-    scores = continuation_logprobs(model, tok, pairs, batch_size, progress=progress).tolist()
+    scores = continuation_logprobs(model, tok, pairs, batch_size, progress=progress,
+                                   desc=f"scoring {len(probes)} knowledge questions").tolist()
     rows, at = [], 0
     for p in probes:
         s = scores[at:at + len(p.choices)]

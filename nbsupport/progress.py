@@ -60,7 +60,7 @@ def open_bar(desc: str, total: int | None = None, *, unit: str = "", initial: in
     if not progress:
         return Quiet(desc, total, unit, initial)
     if show_progress(progress):
-        return tqdm(desc=desc, total=total, unit=f" {unit}" if unit else "it", initial=initial)
+        return tqdm(desc=desc, total=total, unit=unit or "it", initial=initial)
     return Lines(desc, total, unit, initial)
 
 

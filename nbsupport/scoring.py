@@ -98,7 +98,7 @@ def cache_kwarg(model) -> str:
 
 @torch.no_grad()
 def continuation_logprobs(model, tok, pairs: Sequence[tuple[str, str]], batch_size: int = 16,
-                          progress: bool = False) -> torch.Tensor:
+                          progress: bool = False, desc: str = "scoring continuations") -> torch.Tensor:
     """log P(continuation | prompt) for each (prompt, continuation) pair: [len(pairs)] on the CPU.
 
     Batched, right-padded forward passes over as few tokens as the pairs allow:
@@ -115,12 +115,12 @@ def continuation_logprobs(model, tok, pairs: Sequence[tuple[str, str]], batch_si
     out = torch.zeros(len(encoded), dtype=torch.float32)
     with eval_mode(model):
         _score_rows(model, tok, encoded, out, batch_size, progress,
-                    use_cache=getattr(model, "supports_prefix_cache", True))
+                    use_cache=getattr(model, "supports_prefix_cache", True), desc=desc)
     return out
 
 
 def _score_rows(model, tok, encoded: list[tuple[list[int], int]], out: torch.Tensor, batch_size: int,
-                progress: bool, use_cache: bool, min_common: int = 8) -> None:
+                progress: bool, use_cache: bool, min_common: int = 8, desc: str = "scoring continuations") -> None:
     """Fill ``out``. A row is (token ids, [(pair, first scored position, last)]):
     one row per distinct prompt for its one-token continuations, one per longer
     continuation."""
@@ -145,7 +145,7 @@ def _score_rows(model, tok, encoded: list[tuple[list[int], int]], out: torch.Ten
     key = cache_kwarg(model) if common is not None else None
     keeps = takes_logits_to_keep(model)
     rows.sort(key=lambda r: len(r[0]))                        # similar lengths together: less padding
-    for _, batch in _batches(rows, batch_size, progress, "scoring"):
+    for _, batch in _batches(rows, batch_size, progress, desc):
         ids, mask = pad_right([r[n_common:] for r, _ in batch], pad_id(tok))
         extra = {}
         if common is not None:

@@ -73,3 +73,44 @@ def verdict_lines(summary: pd.DataFrame, last_step: int) -> list[str]:
         v = verdict(summary.loc[name], last_step)
         out.append(f"{name}: {v} ({rules[v]}).")
     return out
+
+
+def instrument_line(summary: pd.DataFrame, evaluation: dict) -> str:
+    """Notebook 06's numbers for WHP beside this notebook's, said to be two instruments:
+    06 measures all probes and the full held-out texts, 07 a lighter measure (the report
+    probes, at most three texts). ``evaluation``: notebook 06's ``evaluate/summary.json``."""
+    from .evaluate import relative_to
+
+    results = evaluation["results"]
+    parts = []
+    for recipe in [r for r in results if r != "baseline"]:
+        name = f"WHP {recipe}"
+        if name not in summary.index:
+            continue
+        full = relative_to(results["baseline"], results[recipe])
+        parts.append(f"{name}: {full['familiarity_drop']:.1f}% gone at {full['perplexity_rise']:+.1f}% perplexity in "
+                     f"notebook 06, {summary.loc[name, 'familiarity_drop']:.1f}% at "
+                     f"{summary.loc[name, 'perplexity_rise']:+.1f}% here")
+    if not parts:
+        return ""
+    return ("Two instruments, one model: " + "; ".join(parts) + ". Notebook 06 reads every token probe and "
+            "the full held-out texts; this notebook reads the report half of the probes and at most three texts "
+            "(and notebook 05's step curves the development half and one short text), so their numbers differ "
+            "by that much without the model changing.")
+
+
+def summary_columns(last_step: int) -> dict[str, tuple[str, str]]:
+    """Notebook 07's table in eight short columns (``tables.show``); the full one is
+    saved as ``methods/summary.csv`` (completions, KL, group A, seconds too)."""
+    return {"gone %": ("familiarity_drop", "% of the baseline's token familiarity gone (report probes)"),
+            "indirect %": ("indirect_drop", "the same on the indirect probes"),
+            "ppl %": ("perplexity_rise", "perplexity rise on held-out text"),
+            "GK pts": ("knowledge_points", "general-knowledge accuracy change, points"),
+            "primer %": ("with primer (% of baseline)", "familiarity with the reminder, % of the baseline's"),
+            "B before %": ("group B before relearning (% of baseline)", "group B before relearning, % of baseline"),
+            f"B after {last_step} %": (f"group B after {last_step} relearning steps (% of baseline)",
+                                       f"group B after {last_step} relearning steps, % of baseline"),
+            "stop step": ("early stop step", "the method's early-stopped step (methods trained here)")}
+
+
+PERCENT_COLUMNS = ("gone %", "indirect %", "ppl %", "GK pts", "primer %", "B before %")

@@ -237,7 +237,7 @@ SUBTLE = [   # (name, wrong answer, what the report says, the course's code it c
     ("judge", judge_by_substring, "match whole words (terms.added does)",
      [(evaluate, "judge_offline", lambda wrong: lambda p, c, u, t=evaluate.THEME_TERMS: wrong(p, c, u, t))]),
     ("alpha_puzzle", {"alpha": 1, "token": " her", "token_sure": " her"}, "it needs alpha > 12", []),
-    ("anchor_quiz", {**ex.solution("anchor_quiz"), "Harry Potter": True}, "both of its words are keys", []),
+    ("anchor_quiz", {**ex.solution("anchor_quiz"), "Monday": True}, "the days of the week", []),
     ("biggest_comeback", comeback_counting_unrelearned, "a model with only its step-0 row was not relearned", []),
     ("relearning_auc", auc_divided_by_span_plus_one, "off by one: the curve spans last - first steps", []),
 ]

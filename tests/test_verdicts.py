@@ -40,3 +40,11 @@ def test_the_reminder_is_narrated_whether_it_worked_or_not():
     assert "the baseline 2.0x; WHP soft+kl 1.2x" in line and "the attack failed" in line
     worked = failed.assign(**{"with primer": [0.20, 0.04]})
     assert "brought familiarity back (at least 1.5x) for WHP soft+kl" in verdicts.reminder_line(worked)
+
+
+def test_the_two_instruments_are_named_with_both_numbers():
+    evaluation = {"results": {"baseline": {"token_familiarity": 0.08, "perplexity": 20.0},
+                              "paper": {"token_familiarity": 0.02, "perplexity": 23.0}}}
+    line = verdicts.instrument_line(_summary(), evaluation)
+    assert "WHP paper: 75.0% gone at +15.0% perplexity in notebook 06, 75.0% at +14.2% here" in line
+    assert verdicts.instrument_line(_summary().drop(index="WHP paper"), evaluation) == ""

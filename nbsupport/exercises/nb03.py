@@ -17,13 +17,12 @@ _QUIZ = {  # in the order shown to the learner
                     "text strange and teach nothing; the reinforcement difference handles its HP-typical uses"),
     "Hermione": (True, "a character name: what the model knows about her is what we want gone"),
     "London": (False, "a real place every model should keep knowing: an anchor would make it forget geography"),
-    "Ron's": (False, "'Ron' is a key and the matcher already handles the possessive (merge rule: drop "
-                     "\"X's\" when X is a key)"),
+    "Dumbledore": (True, "a character name: a stand-in ('Whitmore') keeps the sentence and removes the person"),
     "Quidditch": (True, "a sport invented by the books; 'Skyball' keeps the story readable"),
     "castle": (False, "a generic word; swapping it changes the story without removing anything specific"),
     "Muggle": (True, "looks like an ordinary word, but the books coined it"),
-    "Harry Potter": (False, "both of its words are keys already, so translating word by word covers it "
-                            "(merge rule: drop a multi-word key whose words are all keys)"),
+    "Monday": (False, "an ordinary word of every story: translating it would teach the model to forget "
+                      "the days of the week, not Harry Potter"),
     "Expelliarmus": (True, "a spell of the books: its very form is target knowledge"),
 }
 ANCHOR_QUIZ = list(_QUIZ)
