@@ -40,3 +40,20 @@ def show(table: pd.DataFrame, columns: dict[str, tuple[str, str]], percent: tupl
     display(view)
     print(legend)
     return view
+
+
+def one_line(text: str) -> str:
+    """A completion on one line: each line break shown as " / ", runs of spaces collapsed."""
+    return " ".join(" / ".join(part.strip() for part in str(text).splitlines() if part.strip()).split())
+
+
+def text_table(table: pd.DataFrame, text_columns: tuple[str, ...], width_em: int = 28):
+    """``table`` with its ``text_columns`` (prompts, completions) on one line each,
+    wrapped inside a column of ``width_em`` and aligned left: a Styler to display."""
+    view = table.copy()
+    cols = [c for c in text_columns if c in view]
+    for c in cols:
+        view[c] = view[c].map(one_line)
+    return view.style.set_properties(subset=cols, **{"white-space": "normal", "text-align": "left",
+                                                     "min-width": f"{width_em // 2}em",
+                                                     "max-width": f"{width_em}em"}).format(precision=3)

@@ -20,3 +20,11 @@ def test_a_compact_view_has_short_headers_integers_and_one_decimal_percentages()
 def test_more_than_eight_columns_is_refused():
     with pytest.raises(ValueError, match="at most 8"):
         tables.compact(pd.DataFrame({"a": [1]}), {str(i): ("a", "x") for i in range(9)})
+
+
+def test_completions_are_shown_on_one_line_and_wrapped_in_their_column():
+    assert tables.one_line("Harry said\n\n  'hello'   there\n") == "Harry said / 'hello' there"
+    styled = tables.text_table(pd.DataFrame({"prompt": ["a\nb"], "completion": ["x\ny"], "score": [2]}),
+                               ("prompt", "completion"))
+    html = styled.to_html()
+    assert "a / b" in html and "x / y" in html and "white-space: normal" in html and "\n" not in "a / b"

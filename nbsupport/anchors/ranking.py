@@ -141,3 +141,11 @@ def new_terms(ranked: pd.DataFrame, existing: AnchorDict, n: int) -> list[str]:
         if len(out) == n:
             break
     return out
+
+
+# notebook 03's view of the ranking (``tables.show``); every column is in anchors/candidates.csv
+RANKED_COLUMNS = {"term": ("term", "the candidate"), "count": ("count", "uses in the text"),
+                  "type": ("type", "the guessed type"), "specificity": ("specificity", "log10(frequency here / in English)"),
+                  "boost": ("boost", "how much more likely R finds it than B, nats per token"),
+                  "initial": ("initial", "share of its uses at a sentence start"),
+                  "lower": ("lower", "share of its uses in lower case"), "score": ("score", "the rank's score")}
