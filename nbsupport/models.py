@@ -281,6 +281,7 @@ def load_model(spec: str | os.PathLike = EMBEDDED, adapter: str | os.PathLike | 
                           trust_remote_code=trust_remote_code, trainable=trainable, merge=merge)
     location = str(prepare_embedded()) if resolved.kind == "embedded" else resolved.location
     kwargs = {"trust_remote_code": trust_remote_code}
+    bars_were_on = hf_logging.is_progress_bar_enabled()   # a batch run turned them off: keep them off
     hf_logging.disable_progress_bar()   # a bar over 272 tensors that load in a second is noise
     try:
         tok = AutoTokenizer.from_pretrained(location, **kwargs)
@@ -293,7 +294,8 @@ def load_model(spec: str | os.PathLike = EMBEDDED, adapter: str | os.PathLike | 
                 "local directory, it does not exist.") from err
         raise
     finally:
-        hf_logging.enable_progress_bar()
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     # Name the base so that adapters saved on top of it can find it again.

@@ -225,3 +225,18 @@ def test_real_embedded_model_knows_a_little_harry_potter(embedded):
     p = probe.continuation_logprobs(model, tok, [("Harry Potter's best friends are Ron Weasley and",
                                                   " Hermione")]).exp().item()
     assert 0.02 < p < 0.5  # measured 0.104; the brief quotes ~0.10
+
+
+def test_loading_a_model_leaves_the_libraries_bars_as_it_found_them(tiny_model_dir):
+    """A batch run turns them off (config.quiet_library_bars); a load must not turn them
+    back on, or "Writing model shards: 0%" freezes in the saved notebook."""
+    from transformers.utils import logging as hf_logging
+    try:
+        hf_logging.disable_progress_bar()
+        models.load_model(str(tiny_model_dir), device="cpu")
+        assert not hf_logging.is_progress_bar_enabled()
+        hf_logging.enable_progress_bar()
+        models.load_model(str(tiny_model_dir), device="cpu")
+        assert hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.enable_progress_bar()
