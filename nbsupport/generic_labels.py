@@ -330,7 +330,7 @@ def generate(pair: ModelPair, tok, blocks: torch.Tensor, run, dictionary: Anchor
         run.write_json(f"{out}/meta.json", meta)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     starts = range(0, len(blocks), shard_blocks)
-    for shard, lo in enumerate(bar(starts, "generic labels", unit="shards", progress=progress)):
+    for shard, lo in enumerate(bar(starts, f"generic labels into {out}/", unit="shards", progress=progress)):
         name = f"{out}/shard-{shard:05d}.safetensors"
         if shard % num_processes != process_index or run.exists(name):
             continue  # another process's shard, or finished before an interruption

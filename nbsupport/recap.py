@@ -68,13 +68,17 @@ def _reinforce(run) -> str:
 
 def _anchors(run) -> str:
     s = run.read_json("anchors/summary.json")
+    entries = run.read_json("anchors/dictionary.json")["entries"]
+    by = {p: sum(e.get("provenance") == p for e in entries) for p in ("curated", "extracted", "llm")}
     ordinary = s.get("ordinary_english", [])
-    return (f"What we learned: the dictionary has {s['keys']} keys ({s['curated']} curated, {s['extracted']} "
-            f"extracted, {s['llm']} from an LLM, after the merge rules); "
+    return (f"What we learned: the saved dictionary has {len(entries)} keys ({by['curated']} curated, "
+            f"{by['extracted']} extracted, {by['llm']} from an LLM) after the merge rules and the review, from "
+            f"{s['curated']} curated and {s['extracted']} extracted candidates; "
             + (f"{len(ordinary)} extracted terms that look like ordinary English were left out "
                f"({', '.join(ordinary[:8])}{', ...' if len(ordinary) > 8 else ''}). " if ordinary else "")
-            + "Each key's translation gives B a text without the target's names, so B's prediction there is "
-              "what a model that never read the books would say.")
+            + "Each key's translation gives B a text without the target's names, so that B's prediction there "
+              "stands in for a model that never read the books (the paper's premise; notebook 04 shows how "
+              "often the labels it gives are plausible words).")
 
 
 def _labels(run) -> str:
@@ -82,7 +86,8 @@ def _labels(run) -> str:
     rows = {r["alpha"]: r for r in s["stats"]}
     lo, hi = min(rows), max(rows)
     return (f"What we learned: at alpha {lo:g}, {_pct(rows[lo]['differ_fraction_of_trained'])} of the trained "
-            f"labels already differ from the text's own token (the translation alone changes them); at alpha "
+            f"labels already differ from the text's own token (B's own guess on the translated text is often "
+            f"not the text's word: a small model's prediction); at alpha "
             f"{hi:g}, {_pct(rows[hi]['differ_fraction_of_trained'])}. Of {rows[lo]['positions']} positions, "
             f"{rows[lo]['trained']} are trained; the rest (inside an anchor, a repeated anchor, no counterpart) "
             "carry no label. Notebook 05 finetunes B on these labels.")

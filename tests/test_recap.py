@@ -17,8 +17,12 @@ def run(tmp_path):
         {"alpha": 10.0, "positions": 8192, "trained": 5590, "differ_fraction_of_trained": 0.7512}]})
     run.write_json("finetune/summary.json", {"recipes": ["paper"], "best": "paper", "steps": {"paper": [
         {"step": 0, "familiarity": 0.080, "perplexity": 20.0}, {"step": 24, "familiarity": 0.020, "perplexity": 21.0}]}})
-    run.write_json("anchors/summary.json", {"keys": 745, "curated": 699, "extracted": 85, "llm": 0,
+    run.write_json("anchors/summary.json", {"keys": 3, "curated": 699, "extracted": 85, "llm": 0,
                                             "ordinary_english": ["London", "Location"]})
+    run.write_json("anchors/dictionary.json", {"version": 1, "entries": [
+        {"key": "Harry", "translations": ["Jon"], "provenance": "curated"},
+        {"key": "Ron", "translations": ["Tom"], "provenance": "curated"},
+        {"key": "Vexmoor", "translations": ["Tilford"], "provenance": "extracted"}]})
     run.write_json("evaluate/summary.json", {"results": {
         "baseline": {"token_familiarity_report": 0.1, "perplexity": 20.0},
         "paper": {"token_familiarity_report": 0.005, "perplexity": 23.0}}, "knowledge_flips": {"paper": {"p_value": 0.5}}})
@@ -31,7 +35,8 @@ def test_every_recap_quotes_the_saved_numbers(run):
     labels = recap.learned(run, "labels")
     assert "at alpha 0, 68.2%" in labels and "at alpha 10, 75.1%" in labels and "Of 8192 positions, 5590" in labels
     assert "paper: familiarity 75.0% lower, perplexity +5.0% after 24 steps" in recap.learned(run, "finetune")
-    assert "(London, Location)" in recap.learned(run, "anchors")
+    anchors = recap.learned(run, "anchors")
+    assert "(London, Location)" in anchors and "3 keys (2 curated, 1 extracted, 0 from an LLM)" in anchors
     assert "paper: forgetting 95.0% (met), perplexity +15.0% (missed by 12.0 points)" in recap.learned(run, "evaluate")
 
 
