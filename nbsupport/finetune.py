@@ -218,6 +218,9 @@ def recipe_choice(histories: dict[str, list[dict]],
     if len(histories) == 1:
         return next(iter(histories)), "the only recipe trained"
     within = {name: h for name, h in histories.items() if rise(h) <= max_perplexity_rise}
+    if len(within) == 1:
+        return (next(iter(within)), f"the only recipe whose perplexity rose at most {max_perplexity_rise:g}% "
+                                    "(the rule: the largest drop on the step probes within that limit)")
     if within:
         return (max(within, key=lambda name: drop(within[name])),
                 f"the largest drop on the step probes with a perplexity rise of at most {max_perplexity_rise:g}%")
@@ -266,7 +269,8 @@ def train_recipes(cfg, run, labels: GenericLabels, device=None, resume: bool = T
         path = run.path(f"finetune/{recipe}/steps.json") if is_main_process() else None
         steps = StepProbe(tok, probes, corpus.heldout_texts(limit=1), every=cfg.probe_every, path=path)
         retain = retain_blocks(tok, cfg.block_size)
-        print(f"--- recipe {recipe!r}: {RECIPES[recipe]}")
+        options = RECIPES[recipe]
+        print(f"--- recipe {recipe!r}: {options['targets']} targets, KL weight {options['kl_weight']:g}")
         U, losses[recipe] = finetune(model, labels, cfg.alpha, run, settings, **RECIPES[recipe], retain=retain,
                                      out=f"finetune/{recipe}", callbacks=[steps], resume=resume, tok=tok)
         histories[recipe] = steps.history

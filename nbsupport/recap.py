@@ -103,7 +103,8 @@ def _finetune(run) -> str:
                      f"lower, perplexity {scoring.rise_pct(first['perplexity'], last['perplexity']):+.1f}% "
                      f"after {last['step']} steps")
     return (f"What we learned: on the development probes and the short text of the step curves, "
-            + "; ".join(parts) + f". The recipe chosen for what follows: {s['best']!r}. These curves are a quick "
+            + "; ".join(parts) + f". The recipe chosen for what follows: {s['best']!r}. One seed and one short "
+            "text: a difference of a few points here is within noise. These curves are a quick "
             "instrument (development probes only, a short text); notebook 06 measures every model on all "
             "probes, both halves and the full held-out texts, so its numbers differ from these.")
 
