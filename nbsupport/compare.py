@@ -239,7 +239,7 @@ def targets_verdict(results: dict, flips: dict) -> str:
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------- compact views (tables.show)
+# ----------------------------------------------------------------- compact views (tabular.show)
 MEASURE_COLUMNS = {
     "token": ("token_familiarity", "token familiarity: mean probability of the target continuation, all probes"),
     "report": ("token_familiarity_report", "the same on the report half"),

@@ -100,7 +100,7 @@ def instrument_line(summary: pd.DataFrame, evaluation: dict) -> str:
 
 
 def summary_columns(last_step: int) -> dict[str, tuple[str, str]]:
-    """Notebook 07's table in eight short columns (``tables.show``); the full one is
+    """Notebook 07's table in eight short columns (``tabular.show``); the full one is
     saved as ``methods/summary.csv`` (completions, KL, group A, seconds too)."""
     return {"gone %": ("familiarity_drop", "% of the baseline's token familiarity gone (report probes)"),
             "indirect %": ("indirect_drop", "the same on the indirect probes"),

@@ -198,3 +198,25 @@ def test_notebooks_pass_their_parameters_cell_without_listing_names(path):
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert code.count("runs.open_stage(") == 1 and "**config.notebook_parameters(globals())" in code
     assert "IN_CI" not in code
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_notebook_variable_shadows_a_module_it_imports(path):
+    """``results, tables, ... = ...`` after ``from nbsupport import tables`` breaks the
+    next ``tables.show``: a name bound by an import is never assigned again."""
+    import ast
+
+    nb = nbformat.read(path, as_version=4)
+    def python(line: str) -> str:   # a magic (%pip, !ls) becomes a pass at its indentation
+        return line[:len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!")) else line
+    trees = [ast.parse("\n".join(map(python, c.source.splitlines()))) for c in nb.cells if c.cell_type == "code"]
+    imported = {alias.asname or alias.name for tree in trees for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nbsupport")
+                for alias in node.names}
+    assigned = {target.id for tree in trees for node in ast.walk(tree)
+                if isinstance(node, (ast.Assign, ast.For, ast.AugAssign, ast.AnnAssign, ast.With, ast.comprehension))
+                for target in ast.walk(node.target if hasattr(node, "target") else
+                                       ast.Tuple(elts=getattr(node, "targets", []) or
+                                                 [i.optional_vars for i in getattr(node, "items", []) if i.optional_vars]))
+                if isinstance(target, ast.Name) and isinstance(target.ctx, ast.Store)}
+    assert not imported & assigned, f"variables shadow imported modules: {sorted(imported & assigned)}"

@@ -143,7 +143,7 @@ def new_terms(ranked: pd.DataFrame, existing: AnchorDict, n: int) -> list[str]:
     return out
 
 
-# notebook 03's view of the ranking (``tables.show``); every column is in anchors/candidates.csv
+# notebook 03's view of the ranking (``tabular.show``); every column is in anchors/candidates.csv
 RANKED_COLUMNS = {"term": ("term", "the candidate"), "count": ("count", "uses in the text"),
                   "type": ("type", "the guessed type"), "specificity": ("specificity", "log10(frequency here / in English)"),
                   "boost": ("boost", "how much more likely R finds it than B, nats per token"),

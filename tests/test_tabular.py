@@ -1,13 +1,13 @@
 import pandas as pd
 import pytest
 
-from nbsupport import tables
+from nbsupport import tabular
 
 
 def test_a_compact_view_has_short_headers_integers_and_one_decimal_percentages():
     full = pd.DataFrame({"count": [50.0, 100.0], "familiarity_drop": [70.8123, 73.25], "perplexity": [24.44071, 28.1],
                          "unused": [1, 2]}, index=["baseline", "paper"])
-    view, legend = tables.compact(full, {"n": ("count", "how often"), "drop %": ("familiarity_drop", "gone"),
+    view, legend = tabular.compact(full, {"n": ("count", "how often"), "drop %": ("familiarity_drop", "gone"),
                                          "ppl": ("perplexity", "on generic text"), "absent": ("nope", "not here")},
                                   percent=("drop %",))
     assert list(view.columns) == ["n", "drop %", "ppl"]
@@ -19,12 +19,12 @@ def test_a_compact_view_has_short_headers_integers_and_one_decimal_percentages()
 
 def test_more_than_eight_columns_is_refused():
     with pytest.raises(ValueError, match="at most 8"):
-        tables.compact(pd.DataFrame({"a": [1]}), {str(i): ("a", "x") for i in range(9)})
+        tabular.compact(pd.DataFrame({"a": [1]}), {str(i): ("a", "x") for i in range(9)})
 
 
 def test_completions_are_shown_on_one_line_and_wrapped_in_their_column():
-    assert tables.one_line("Harry said\n\n  'hello'   there\n") == "Harry said / 'hello' there"
-    styled = tables.text_table(pd.DataFrame({"prompt": ["a\nb"], "completion": ["x\ny"], "score": [2]}),
+    assert tabular.one_line("Harry said\n\n  'hello'   there\n") == "Harry said / 'hello' there"
+    styled = tabular.text_table(pd.DataFrame({"prompt": ["a\nb"], "completion": ["x\ny"], "score": [2]}),
                                ("prompt", "completion"))
     html = styled.to_html()
     assert "a / b" in html and "x / y" in html and "white-space: normal" in html and "\n" not in "a / b"
