@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import HTML, display
 
-from . import plots, scoring
+from . import plots, scoring, tabular
 from .anchors.dictionary import apply_review
 from .generic_decoding import GenericModel
 from .pair import ModelPair
@@ -156,7 +156,8 @@ def completion_comparer(views: dict[str, Callable], tok, prompts: Sequence[str],
         cols = {"prompt": list(texts)}
         for name, view in views.items():
             with view() as model:
-                cols[name] = scoring.complete(model, tok, list(texts), max_new_tokens, progress=False)
+                cols[name] = [tabular.one_line(t) for t in scoring.complete(model, tok, list(texts), max_new_tokens,
+                                                                            progress=False)]
         return pd.DataFrame(cols)
 
     if not interactive:
