@@ -156,8 +156,8 @@ def completion_comparer(views: dict[str, Callable], tok, prompts: Sequence[str],
         cols = {"prompt": list(texts)}
         for name, view in views.items():
             with view() as model:
-                cols[name] = [tabular.one_line(t) for t in scoring.complete(model, tok, list(texts), max_new_tokens,
-                                                                            progress=False)]
+                outs = scoring.complete(model, tok, list(texts), max_new_tokens, progress=False)
+                cols[name] = [tabular.one_line(t) if "\n" in t else t for t in outs]   # line breaks as " / "
         return pd.DataFrame(cols)
 
     if not interactive:
