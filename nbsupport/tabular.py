@@ -37,9 +37,21 @@ def show(table: pd.DataFrame, columns: dict[str, tuple[str, str]], percent: tupl
     from IPython.display import display
 
     view, legend = compact(table, columns, percent, digits)
-    display(view)
+    display(styled(view, percent, digits))
     print(legend)
     return view
+
+
+def styled(view: pd.DataFrame, percent: tuple[str, ...] = (), digits: int = 3):
+    """``view`` as shown: whole numbers without a decimal (also beside a missing value),
+    percentages with one, the rest with ``digits``, missing values blank."""
+    formats = {}
+    for col in view.columns:
+        values = pd.to_numeric(view[col], errors="coerce").dropna()
+        if values.empty:
+            continue
+        formats[col] = "{:.1f}" if col in percent else "{:.0f}" if (values % 1 == 0).all() else f"{{:.{digits}f}}"
+    return view.style.format(formats, na_rep="")
 
 
 def one_line(text: str) -> str:

@@ -28,3 +28,10 @@ def test_completions_are_shown_on_one_line_and_wrapped_in_their_column():
                                ("prompt", "completion"))
     html = styled.to_html()
     assert "a / b" in html and "x / y" in html and "white-space: normal" in html and "\n" not in "a / b"
+
+
+def test_the_shown_table_has_whole_steps_and_blank_gaps():
+    view = pd.DataFrame({"stop step": [4.0, None, 12.0], "gone %": [71.64, 100.0, None], "KL": [0.0312, 0.1, 0.2]})
+    html = tables_html = tabular.styled(view, percent=("gone %",), digits=2).to_html()
+    assert ">4<" in html and ">12<" in html and "4.0" not in html and "nan" not in html.lower()
+    assert ">71.6<" in html and ">0.03<" in html
