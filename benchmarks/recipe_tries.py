@@ -22,7 +22,7 @@ import pandas as pd
 from nbsupport import corpus, evaluate, finetune, generic_labels, models, probe, runner, runs
 from nbsupport.pair import ModelPair
 
-RECIPE_KEYS = ("kl_weight", "temperature", "targets")
+RECIPE_KEYS = ("kl_weight", "temperature", "targets", "select")
 
 
 def parse_try(text: str) -> tuple[str, dict]:

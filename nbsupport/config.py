@@ -141,6 +141,10 @@ PROFILES: dict[str, dict[str, Any]] = {
               "method_probe_every": 4, "relearn_steps": [0, 2], "attack_probes": 4},
     # The embedded model with full CPU budgets (a laptop; about 30 minutes in all).
     "cpu": dict(_CPU),
+    # The embedded model on all of the built-in text (74K tokens, 9x the cpu profile's):
+    # one reinforcement epoch, one finetuning epoch, no ablation labels.
+    "full": {**_CPU, "corpus_tokens": None, "reinforce_epochs": 1.0, "finetune_epochs": 1.0,
+             "ablations": False},
     # The cpu profile plus the alpha and learning-rate sweeps (notebooks 05-06).
     "sweeps": {**_CPU, "sweep_alphas": [2.5, 10.0], "sweep_lrs": [1e-4]},
     # A Colab-class GPU (T4 16 GB or better) and a larger model.

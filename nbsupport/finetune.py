@@ -29,6 +29,7 @@ from transformers import Trainer, TrainerCallback
 from . import config, corpus, generic_labels, models, probe, scoring
 from .config import EMBEDDED
 from .generic_labels import IGNORE, GenericLabels
+from .label_signal import excess_divergence
 from .pair import ModelPair
 from .runs import is_main_process, tensor_digest
 from .training import BlockDataset, TrainSettings, planned_settings, settings_from, train_and_save
@@ -78,6 +79,32 @@ def soft_cross_entropy(logits: torch.Tensor, topk_ids: torch.Tensor, topk_values
     return (per_pos * mask).sum() / mask.sum().clamp(min=1)
 
 
+def selective_loss(logits: torch.Tensor, base_logits: torch.Tensor, topk_ids: torch.Tensor,
+                   topk_values: torch.Tensor, labels: torch.Tensor, threshold: float,
+                   temperature: float = 1.0) -> torch.Tensor:
+    """Token-selective training (beyond the paper; the idea of Wan et al. 2025, "Not
+    every token needs forgetting"): the soft cross-entropy only at the trained positions
+    whose generic target moves away from B's prediction on the original text by more
+    than ``threshold`` nats (``label_signal.excess_divergence``), and KL(P_B || P_model)
+    at the other trained positions, each term averaged over its own positions.
+
+    ``logits`` and ``base_logits`` [b, L, V] (the model's and B's on the same blocks;
+    position t predicts token t+1), ``topk_*`` [b, L, k] and ``labels`` [b, L] in the HF
+    convention, as in ``soft_cross_entropy``. A term without positions is 0.
+    """
+    logp = torch.log_softmax(logits[:, :-1].float(), -1)                  # [b, L-1, V]
+    logp_b = torch.log_softmax(base_logits[:, :-1].float(), -1)
+    ids, vals = topk_ids[:, 1:].long(), topk_values[:, 1:]                 # [b, L-1, k]
+    trained = labels[:, 1:] != IGNORE
+    forget = trained & (excess_divergence(logp_b, ids, vals, temperature) > threshold)
+    keep = trained & ~forget
+    target = torch.softmax(vals.float() / temperature, -1)
+    cross_entropy = -(target * logp.gather(-1, ids)).sum(-1)              # [b, L-1]
+    kl = (logp_b.exp() * (logp_b - logp)).sum(-1)                          # KL(P_B || P_model)
+    return ((cross_entropy * forget).sum() / forget.sum().clamp(min=1)
+            + (kl * keep).sum() / keep.sum().clamp(min=1))
+
+
 def kl_retain(model, input_ids: torch.Tensor) -> torch.Tensor:
     """KL(P_B || P_model) per position, averaged: [b, L] retain tokens in, scalar out.
 
@@ -88,10 +115,13 @@ def kl_retain(model, input_ids: torch.Tensor) -> torch.Tensor:
     return F.kl_div(logp, logp_b, log_target=True, reduction="none").sum(-1).mean()
 
 
-def make_trainer_class(targets: str, kl_weight: float, temperature: float = 1.0):
-    """A Trainer whose loss is the chosen recipe (see the module docstring)."""
+def make_trainer_class(targets: str, kl_weight: float, temperature: float = 1.0, select: float | None = None):
+    """A Trainer whose loss is the chosen recipe (see the module docstring); with
+    ``select`` (soft targets, LoRA) the forget term is ``selective_loss``."""
     if targets not in ("hard", "soft"):
         raise ValueError(f"targets must be 'hard' or 'soft', got {targets!r}")
+    if select is not None and targets != "soft":
+        raise ValueError("select (token-selective training) needs soft targets: targets='soft'")
 
     class UnlearningTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -101,6 +131,11 @@ def make_trainer_class(targets: str, kl_weight: float, temperature: float = 1.0)
                         labels=inputs["labels"] if targets == "hard" else None)
             if targets == "hard":
                 loss = out.loss
+            elif select is not None:
+                with torch.no_grad(), ModelPair(model).base() as B:
+                    base_logits = B(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+                loss = selective_loss(out.logits, base_logits, topk_ids, topk_values, inputs["labels"], select,
+                                      temperature)
             else:
                 loss = soft_cross_entropy(out.logits, topk_ids, topk_values, inputs["labels"], temperature)
             if kl_weight > 0:
@@ -113,7 +148,7 @@ def make_trainer_class(targets: str, kl_weight: float, temperature: float = 1.0)
 def finetune(model, labels: GenericLabels, alpha: float, run, settings: TrainSettings, targets: str = "hard",
              kl_weight: float = 0.0, retain: torch.Tensor | None = None, out: str = "finetune",
              callbacks: Sequence = (), resume: bool = True, save_merged: bool = True, tok=None,
-             temperature: float = 1.0):
+             temperature: float = 1.0, select: float | None = None):
     """Train B on the generic labels of ``alpha`` (``generic_labels.load(run)``); save
     U to ``<out>/adapter`` (and ``<out>/merged``) and the losses to ``<out>/losses.json``.
 
@@ -124,16 +159,19 @@ def finetune(model, labels: GenericLabels, alpha: float, run, settings: TrainSet
     soft = targets == "soft"
     hard = labels.labels(alpha)
     topk_ids, topk_values = labels.soft(alpha) if soft else (None, None)
+    if select is not None and settings.method != "lora":
+        raise ValueError("token-selective training (select) needs the baseline in memory: use method='lora'")
     if kl_weight > 0:
         if settings.method != "lora":
             raise ValueError("the KL term needs the baseline in memory: use method='lora'")
         if retain is None or len(retain) == 0:
             raise ValueError("a KL term needs retain blocks (generic text): pass retain=retain_blocks(tok, L)")
     dataset = LabelDataset(labels.input_ids, hard, topk_ids, topk_values, retain if kl_weight > 0 else None)
-    inputs = {"labels": labels.digest(alpha, soft), "recipe": f"{targets} kl={kl_weight:g} T={temperature:g}",
+    recipe = f"{targets} kl={kl_weight:g} T={temperature:g}" + ("" if select is None else f" select={select:g}")
+    inputs = {"labels": labels.digest(alpha, soft), "recipe": recipe,
               **({"retain": tensor_digest(retain)} if kl_weight > 0 else {})}
     return train_and_save(model, dataset, run, out, settings, resume=resume, callbacks=callbacks,
-                          trainer_class=make_trainer_class(targets, kl_weight, temperature), tok=tok,
+                          trainer_class=make_trainer_class(targets, kl_weight, temperature, select), tok=tok,
                           save_merged=save_merged, inputs=inputs)
 
 

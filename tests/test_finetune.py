@@ -268,3 +268,73 @@ def test_a_training_from_before_inputs_were_recorded_is_stale(tmp_path):
     run.write_json("x/inputs.json", {"blocks": "a"})
     assert training.stale_inputs(run, "x", {"blocks": "a"}) == []
     assert training.stale_inputs(run, "x", {"blocks": "b", "retain": "c"}) == ["blocks", "retain"]
+
+
+def _excess_by_hand(logp_b, ids, vals):
+    """KL(q || P_B) - KL(q_B || P_B) for one position, written out with explicit sums."""
+    q = torch.softmax(vals, -1)
+    kl = sum(q[j] * (torch.log(q[j]) - logp_b[ids[j]]) for j in range(len(ids)))
+    p_b = logp_b.exp()
+    own = p_b.topk(len(ids)).indices
+    q_b = p_b[own] / p_b[own].sum()
+    kl_own = sum(q_b[j] * (torch.log(q_b[j]) - logp_b[own[j]]) for j in range(len(own)))
+    return float(kl - kl_own)
+
+
+def test_selective_loss_against_brute_force():
+    torch.manual_seed(1)
+    b, L, V, k = 2, 6, 13, 4
+    logits, base = torch.randn(b, L, V), torch.randn(b, L, V)
+    ids = torch.stack([torch.randperm(V)[:k] for _ in range(b * L)]).view(b, L, k)
+    vals = 3 * torch.randn(b, L, k)
+    lab = torch.tensor([[-100, 1, 2, -100, 4, 5], [-100, 5, 6, 7, 8, 9]])
+    excess = {}
+    for i in range(b):
+        for t in range(L - 1):
+            if lab[i, t + 1] != -100:
+                excess[i, t] = _excess_by_hand(torch.log_softmax(base[i, t], -1), ids[i, t + 1], vals[i, t + 1])
+    threshold = sorted(excess.values())[len(excess) // 2]        # about half on each side
+    forget = [key for key, e in excess.items() if e > threshold]
+    keep = [key for key, e in excess.items() if e <= threshold]
+    assert forget and keep
+    ce = [-(torch.softmax(vals[i, t + 1], -1) * torch.log_softmax(logits[i, t], -1)[ids[i, t + 1]]).sum().item()
+          for i, t in forget]
+    kl = [(torch.softmax(base[i, t], -1) * (torch.log_softmax(base[i, t], -1)
+                                            - torch.log_softmax(logits[i, t], -1))).sum().item() for i, t in keep]
+    want = sum(ce) / len(ce) + sum(kl) / len(kl)
+    got = finetune.selective_loss(logits, base, ids, vals, lab, threshold)
+    assert got.item() == pytest.approx(want, rel=1e-5)
+    # every position above a threshold below all: the plain soft cross-entropy
+    everywhere = finetune.selective_loss(logits, base, ids, vals, lab, min(excess.values()) - 1)
+    assert everywhere.item() == pytest.approx(finetune.soft_cross_entropy(logits, ids, vals, lab).item(), rel=1e-5)
+    # none above: only the KL to B, which is 0 for the model that is B
+    assert finetune.selective_loss(base, base, ids, vals, lab, max(excess.values()) + 1).item() == pytest.approx(
+        0.0, abs=1e-6)
+
+
+def test_a_target_equal_to_b_truncated_has_no_excess_divergence():
+    from nbsupport.label_signal import excess_divergence
+
+    torch.manual_seed(2)
+    v_b = torch.randn(5, 40)
+    logp_b = torch.log_softmax(v_b, -1)
+    values, ids = v_b.topk(6, dim=-1)                      # B's own top 6: its truncated prediction
+    assert torch.allclose(excess_divergence(logp_b, ids, values), torch.zeros(5), atol=1e-5)
+    flipped = excess_divergence(logp_b, ids, values.flip(-1))   # the same tokens, B's order reversed
+    assert (flipped > 0.1).all()
+
+
+def test_selective_training_runs_and_needs_soft_targets_and_lora(label_run, tiny_tokenizer):
+    data = labels.load(label_run)
+    tok = tiny_tokenizer
+    settings = training.TrainSettings(learning_rate=1e-2, batch_size=4, max_steps=3, lora_r=4, save_steps=100)
+    U, losses = finetune.finetune(make_tiny_model(len(tok), seed=4), data, 5.0, label_run, settings,
+                                  targets="soft", kl_weight=1.0, retain=_retain(tok), out="ft-select",
+                                  resume=False, save_merged=False, select=0.0)
+    assert len(losses) == 3 and all(h["loss"] > 0 for h in losses)
+    assert "select=0" in json.loads(label_run.path("ft-select/inputs.json").read_text())["recipe"]
+    with pytest.raises(ValueError, match="soft targets"):
+        finetune.make_trainer_class("hard", 0.0, select=0.5)
+    full = training.TrainSettings(method="full", learning_rate=1e-2, batch_size=4, max_steps=1, save_steps=100)
+    with pytest.raises(ValueError, match="lora"):
+        finetune.finetune(make_tiny_model(len(tok)), data, 5.0, label_run, full, targets="soft", select=0.5)
