@@ -25,7 +25,8 @@ import pandas as pd
 
 from nbsupport import runner
 
-COLUMNS = ("familiarity_drop", "familiarity_dev_drop", "familiarity_report_drop", "indirect_drop",
+COLUMNS = ("familiarity_drop", "familiarity_dev_drop", "familiarity_report_drop", "familiarity_in_text_report_drop",
+           "familiarity_not_in_text_report_drop", "indirect_drop",
            "indirect_report_drop", "perplexity_rise", "knowledge_points", "completion_familiarity",
            "kl_to_baseline")
 SERIES = ("01", "02", "03", "04", "05", "06")

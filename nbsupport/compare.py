@@ -225,17 +225,43 @@ def paper_vs_run(results: dict, flips: dict) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
+STATED_COLUMNS = {
+    "in text": ("familiarity_in_text_drop", "% of the token familiarity gone, probes whose answer phrase the "
+                                            "training text states"),
+    "in text, report": ("familiarity_in_text_report_drop", "the same on the report half"),
+    "not in text": ("familiarity_not_in_text_drop", "% gone, probes whose answer phrase it never states"),
+    "not in text, report": ("familiarity_not_in_text_report_drop", "the same on the report half"),
+    "indirect in text": ("indirect_in_text_drop", "% gone, indirect probes whose answer phrase it states"),
+    "indirect not in text": ("indirect_not_in_text_drop", "% gone, the other indirect probes")}
+
+
+def stated_split(results: dict) -> pd.DataFrame:
+    """Each unlearned model's drops split by whether the training text states the probe's
+    answer phrase (``STATED_COLUMNS``; measured with ``stated_text``), one row per model."""
+    base = results["baseline"]
+    rows = {name: evaluate.relative_to(base, numbers) for name, numbers in results.items() if name != "baseline"}
+    return pd.DataFrame({name: {short: row.get(key) for short, (key, _) in STATED_COLUMNS.items()}
+                         for name, row in rows.items()}).T
+
+
 def targets_verdict(results: dict, flips: dict) -> str:
     """One line per recipe: which of the course's three targets it met, and by how much
-    it missed the others (report half; perplexity on the generic text; knowledge flips)."""
-    lines = [f"The course's targets: at least {FORGET_TARGET_PCT:.0f}% of the token familiarity gone on the report "
-             f"half, perplexity up at most {scoring.PERPLEXITY_LIMIT_PCT:.0f}%, general knowledge within noise "
-             f"(McNemar p >= {KNOWLEDGE_P_MIN})."]
+    it missed the others (perplexity on the generic text; knowledge flips; forgetting on
+    the report half's probes whose answer phrase the training text states, where the run
+    measured that split, else on the whole report half)."""
     base = results["baseline"]
+    key = "token_familiarity_in_text_report"
+    stated = key in base and all(key in numbers for numbers in results.values())
+    key = key if stated else "token_familiarity_report"
+    which = ("probes of the report half whose answer phrase the training text states" if stated
+             else "report half")
+    lines = [f"The course's targets: at least {FORGET_TARGET_PCT:.0f}% of the token familiarity gone on the {which}, "
+             f"perplexity up at most {scoring.PERPLEXITY_LIMIT_PCT:.0f}%, general knowledge within noise "
+             f"(McNemar p >= {KNOWLEDGE_P_MIN})."]
     for name, numbers in results.items():
         if name == "baseline":
             continue
-        drop = scoring.drop_pct(base["token_familiarity_report"], numbers["token_familiarity_report"])
+        drop = scoring.drop_pct(base[key], numbers[key])
         rise = scoring.rise_pct(base["perplexity"], numbers["perplexity"])
         p = flips.get(name, {}).get("p_value")
         parts = [f"forgetting {drop:.1f}% " + ("(met)" if drop >= FORGET_TARGET_PCT

@@ -151,7 +151,8 @@ def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=()
             batch_size: int = 16, completion_tokens: int = 40,
             extra_token_probes: dict | None = None,
             kl_reference: scoring.BaseReference | None = None,
-            memo: MeasureMemo | None = None, desc: str | None = None) -> tuple[dict, dict]:
+            memo: MeasureMemo | None = None, desc: str | None = None,
+            stated_text: str | None = None) -> tuple[dict, dict]:
     """Every metric of the course for one model: ``(numbers, tables)``.
 
     Forgetting: ``token_familiarity`` (mean target mass), ``generic_mass``,
@@ -166,6 +167,9 @@ def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=()
     With ``memo`` (this model's ``MeasureMemo``) the probes and texts measured before
     are read from it, the rest measured and added, and the memo saved; completions
     are always generated. With ``desc``, a bar named after it counts the measures done.
+    With ``stated_text`` (the text the labels were made from), every token familiarity
+    is also given on the probes whose answer phrase that text states and on the others
+    (``<name>_in_text``, ``<name>_not_in_text``, each with its halves; ``stated_ids``).
     """
     parts = [token_probes, *(extra_token_probes or {}).values(), knowledge_probes, completion_prompts,
              kl_reference, eval_texts, nearby_texts, kl_pair is not None and (kl_texts or eval_texts)]
@@ -175,13 +179,13 @@ def measure(model, tok, token_probes, knowledge_probes=(), completion_prompts=()
     token_rows = lambda ps: probe.token_familiarity(model, tok, ps, batch_size, progress=False)  # noqa: E731
     fam = look.rows("token", token_probes, token_rows)
     numbers["token_familiarity"], numbers["generic_mass"] = float(fam.p_target.mean()), float(fam.p_generic.mean())
-    numbers.update(_halves("token_familiarity", fam, token_probes))
+    numbers.update(_halves("token_familiarity", fam, token_probes, stated_text))
     tables["token"] = fam
     shown.update(_given(token_probes))
     for name, probes in (extra_token_probes or {}).items():
         extra = look.rows("token", probes, token_rows)
         numbers[f"{name}_familiarity"] = float(extra.p_target.mean())
-        numbers.update(_halves(f"{name}_familiarity", extra, probes))
+        numbers.update(_halves(f"{name}_familiarity", extra, probes, stated_text))
         tables[name] = extra
         shown.update(_given(probes))
     if knowledge_probes:
@@ -241,24 +245,49 @@ def _reference_kl(reference: scoring.BaseReference, model, texts: Sequence[str],
     return [(parts[t][0], parts[t][2]) for t in texts]
 
 
-def _halves(name: str, table: pd.DataFrame, probes) -> dict:
+def _halves(name: str, table: pd.DataFrame, probes, stated_text: str | None = None) -> dict:
     """``<name>_dev`` and ``<name>_report``: the mean target mass on each half of the
-    probes (``probe.split``): settings are chosen on dev, results reported on report."""
+    probes (``probe.split``): settings are chosen on dev, results reported on report.
+    With ``stated_text``, the same (and the whole) for the probes whose answer phrase it
+    states, ``<name>_in_text...``, and for the others, ``<name>_not_in_text...``."""
+    groups = {"": None}
+    if stated_text is not None:
+        stated = stated_ids(probes, stated_text)
+        groups = {"": None, "_in_text": stated, "_not_in_text": {p.id for p in probes} - stated}
     out = {}
-    for part in ("dev", "report"):
-        ids = {p.id for p in probe.split(probes, part)}
-        rows = table[table["id"].isin(ids)]
-        if len(rows):
-            out[f"{name}_{part}"] = float(rows.p_target.mean())
+    for group, members in groups.items():
+        for part in ("", "_dev", "_report"):
+            if not group and not part:
+                continue   # the whole set: the caller's own number
+            ids = {p.id for p in (probe.split(probes, part[1:]) if part else probes)}
+            rows = table[table["id"].isin(ids if members is None else ids & members)]
+            if len(rows):
+                out[f"{name}{group}{part}"] = float(rows.p_target.mean())
     return out
 
 
+def phrase_count(prompt: str, target: str, text: str) -> int:
+    """How often ``text`` states a probe's answer phrase: one of its answers (``target``,
+    alternatives split by "/") right after the prompt's last word, whole words, any case
+    ("scarlet and gold")."""
+    last = (prompt.split() or [""])[-1]
+    answers = [t for t in str(target).split("/") if t.strip()]
+    return sum(terms.count(f"{last} {a}", text, ignore_case=True) for a in answers) if last else 0
+
+
+def stated_ids(probes, text: str) -> set:
+    """The ids of the token probes whose answer phrase ``text`` states (``phrase_count``)."""
+    return {p.id for p in probes if phrase_count(p.prompt, "/".join(a.strip() for a in p.target), text) > 0}
+
+
 # ----------------------------------------------------------------- the course's measures
-def full_inputs(cfg) -> dict:
+def full_inputs(cfg, stated_text: str | None = None) -> dict:
     """Notebook 06's full measure, as ``measure``'s keyword arguments: every token,
     indirect, knowledge and completion probe the profile takes (``cfg.n_token_probes``,
     ``n_knowledge_probes``, ``eval_completions``), the held-out generic texts
-    (``eval_text_files``; the KL on ``kl_text_files`` of them) and the nearby texts."""
+    (``eval_text_files``; the KL on ``kl_text_files`` of them) and the nearby texts.
+    With ``stated_text`` (the run's ``corpus/target.txt``) the token measures are also
+    split by whether it states each probe's answer phrase."""
     return dict(token_probes=probe.load_probes("hp_token", limit=cfg.n_token_probes),
                 extra_token_probes={"indirect": probe.load_probes("hp_indirect", limit=cfg.n_token_probes)},
                 knowledge_probes=probe.load_probes("general_knowledge", limit=cfg.n_knowledge_probes),
@@ -266,7 +295,7 @@ def full_inputs(cfg) -> dict:
                 unique_terms=probe.load_lexicon()["unique"],
                 eval_texts=corpus.heldout_texts(limit=cfg.eval_text_files),
                 kl_texts=corpus.heldout_texts(limit=cfg.kl_text_files),
-                nearby_texts=corpus.load_eval_texts("nearby")[:cfg.eval_text_files])
+                nearby_texts=corpus.load_eval_texts("nearby")[:cfg.eval_text_files], stated_text=stated_text)
 
 
 def light_inputs(full: dict, cfg) -> dict:
@@ -274,7 +303,7 @@ def light_inputs(full: dict, cfg) -> dict:
     and knowledge probes of ``full`` (``full_inputs``), perplexity on at most five
     held-out texts (one of each kind of writing); no completions, nearby text or KL."""
     return dict(token_probes=full["token_probes"], extra_token_probes=full["extra_token_probes"],
-                knowledge_probes=full["knowledge_probes"],
+                knowledge_probes=full["knowledge_probes"], stated_text=full.get("stated_text"),
                 eval_texts=corpus.heldout_texts(limit=min(5, cfg.eval_text_files or 5)))
 
 
@@ -313,7 +342,6 @@ def residual_table(before: pd.DataFrame, after: pd.DataFrame, text: str) -> pd.D
     if not isinstance(text, str) or not text.strip():
         raise ValueError("give the training text (the run's corpus/target.txt) to look the answers up in")
     answers = [[t for t in str(target).split("/") if t.strip()] for target in before["target"]]
-    last = [(prompt.split() or [""])[-1] for prompt in before["prompt"]]
     table = pd.DataFrame({
         "prompt": before["prompt"].values, "target": before["target"].values,
         "p_before": before["p_target"].values, "p_after": after["p_target"].values})
@@ -321,8 +349,7 @@ def residual_table(before: pd.DataFrame, after: pd.DataFrame, text: str) -> pd.D
     total = table.p_after.sum()
     table["share_of_rest"] = scoring.share_pct(table.p_after, total) if total > 0 else 0.0
     table["answer_in_text"] = [sum(terms.count(a, text, ignore_case=True) for a in ans) for ans in answers]
-    table["phrase_in_text"] = [sum(terms.count(f"{w} {a}", text, ignore_case=True) for a in ans) if w else 0
-                               for w, ans in zip(last, answers)]
+    table["phrase_in_text"] = [phrase_count(p, t, text) for p, t in zip(before["prompt"], before["target"])]
     return table.sort_values("p_after", ascending=False, kind="stable").reset_index(drop=True)
 
 

@@ -22,12 +22,15 @@ import pandas as pd
 
 REPORT_COLUMNS = {  # results.csv column -> Markdown header
     "token_familiarity": "target prob.", "familiarity_drop": "drop %", "familiarity_report_drop": "drop % (report half)",
+    "familiarity_in_text_report_drop": "in-text drop % (report half)",
+    "familiarity_not_in_text_report_drop": "not-in-text drop % (report half)",
     "indirect_drop": "indirect drop %", "completion_familiarity": "completion fam.",
     "knowledge_accuracy": "GK acc.", "knowledge_points": "GK pts", "perplexity": "ppl generic",
     "perplexity_rise": "ppl rise %", "perplexity_nearby": "ppl nearby", "kl_to_baseline": "KL to B",
 }
 SEED_COLUMNS = {  # benchmarks/headline_seeds.py's measures -> header
-    "familiarity_drop": "drop %", "familiarity_report_drop": "drop % (report half)", "indirect_drop": "indirect drop %",
+    "familiarity_drop": "drop %", "familiarity_report_drop": "drop % (report half)",
+    "familiarity_in_text_report_drop": "in-text drop % (report half)", "indirect_drop": "indirect drop %",
     "perplexity_rise": "ppl rise %", "knowledge_points": "GK pts",
 }
 FIGURES = {"tradeoff": "evaluate/tradeoff.png", "methods-tradeoff": "methods/tradeoff.png"}

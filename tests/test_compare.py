@@ -202,3 +202,23 @@ def test_the_verdict_says_which_targets_were_met_and_by_how_much_the_others_were
     assert verdict[2] == ("soft+kl: forgetting 50.0% (missed by 40.0 points), perplexity +2.0% (met), "
                           "general knowledge p = 0.01 (missed): 1 of 3 targets met.")
     assert verdict[-1].startswith("A knowledge p-value of 0.05 or more says the flips could be chance")
+
+
+def test_with_the_split_the_forgetting_target_is_read_on_what_the_text_states():
+    results = _results()
+    results["baseline"].update(token_familiarity_in_text_report=0.200, token_familiarity_in_text=0.150,
+                               token_familiarity_not_in_text=0.050, indirect_familiarity_in_text=0.040)
+    results["paper"].update(token_familiarity_in_text_report=0.010, token_familiarity_in_text=0.030,
+                            token_familiarity_not_in_text=0.040, indirect_familiarity_in_text=0.030)
+    results["soft+kl"].update(token_familiarity_in_text_report=0.030, token_familiarity_in_text=0.060,
+                              token_familiarity_not_in_text=0.025, indirect_familiarity_in_text=0.040)
+    verdict = compare.targets_verdict(results, {}).splitlines()
+    assert "probes of the report half whose answer phrase the training text states" in verdict[0]
+    assert verdict[1].startswith("paper: forgetting 95.0% (met)")            # 0.200 -> 0.010
+    assert verdict[2].startswith("soft+kl: forgetting 85.0% (missed by 5.0 points)")   # 0.200 -> 0.030
+    split = compare.stated_split(results)
+    assert list(split.index) == ["paper", "soft+kl"]
+    assert split.loc["paper", "in text"] == pytest.approx(80.0)              # 0.150 -> 0.030
+    assert split.loc["soft+kl", "not in text"] == pytest.approx(50.0)        # 0.050 -> 0.025
+    assert split.loc["soft+kl", "indirect in text"] == pytest.approx(0.0)
+    assert split["indirect not in text"].isna().all()                         # not measured: empty

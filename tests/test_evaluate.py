@@ -584,7 +584,9 @@ def test_the_course_measures_take_the_profiles_probes_and_texts():
     assert full["eval_texts"] == corpus.heldout_texts(limit=4) and full["kl_texts"] == corpus.heldout_texts(limit=1)
     assert full["nearby_texts"] == corpus.load_eval_texts("nearby")[:4]
     light = evaluate.light_inputs(full, cfg)
-    assert set(light) == {"token_probes", "extra_token_probes", "knowledge_probes", "eval_texts"}
+    assert set(light) == {"token_probes", "extra_token_probes", "knowledge_probes", "eval_texts", "stated_text"}
+    assert full["stated_text"] is None and light["stated_text"] is None
+    assert evaluate.light_inputs(evaluate.full_inputs(cfg, stated_text="T"), cfg)["stated_text"] == "T"
     assert light["token_probes"] is full["token_probes"] and light["eval_texts"] == corpus.heldout_texts(limit=4)
     assert evaluate.light_inputs(full, _cfg(eval_text_files=None))["eval_texts"] == corpus.heldout_texts(limit=5)
     seven = evaluate.methods_inputs(cfg)
@@ -594,3 +596,29 @@ def test_the_course_measures_take_the_profiles_probes_and_texts():
     assert seven["completion_prompts"] == probe.split(probe.load_probes("hp_completion"), "report")[:6]
     assert seven["eval_texts"] == corpus.heldout_texts(limit=3) and "kl_texts" not in seven
 
+
+
+def test_token_measures_split_by_whether_the_text_states_the_answer_phrase(tiny_model, tiny_tokenizer):
+    from nbsupport import probe as probe_mod
+
+    probes = [probe_mod.TokenProbe(f"p{i}", prompt, (target,), (" the",))
+              for i, (prompt, target) in enumerate([("The house colours are scarlet and", " gold"),
+                                                     ("He rode a", " broom"), ("She cast a", " spell"),
+                                                     ("They ate", " soup")])]
+    text = "The banner was scarlet and gold. Nobody rode anything. She cast a spell at noon."
+    assert evaluate.stated_ids(probes, text) == {"p0", "p2"}
+    assert evaluate.phrase_count("colours are scarlet and", "gold/red", "Scarlet and GOLD, scarlet and red") == 2
+    numbers, tables = evaluate.measure(tiny_model, tiny_tokenizer, probes, stated_text=text)
+    table = tables["token"].set_index("id")
+    assert numbers["token_familiarity_in_text"] == pytest.approx(table.loc[["p0", "p2"], "p_target"].mean())
+    assert numbers["token_familiarity_not_in_text"] == pytest.approx(table.loc[["p1", "p3"], "p_target"].mean())
+    for part in ("dev", "report"):
+        ids = {p.id for p in probe_mod.split(probes, part)}
+        stated = sorted(ids & {"p0", "p2"})
+        key = f"token_familiarity_in_text_{part}"
+        if stated:
+            assert numbers[key] == pytest.approx(table.loc[stated, "p_target"].mean())
+        else:
+            assert key not in numbers
+    plain, _ = evaluate.measure(tiny_model, tiny_tokenizer, probes)
+    assert not any("in_text" in k for k in plain)
