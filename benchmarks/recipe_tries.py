@@ -42,7 +42,8 @@ def main():
     cfg = runs.inherited_config(args.run_dir, args.profile, "evaluate")
     dev = probe.split(probe.load_probes("hp_token"), "dev")
     light = dict(token_probes=dev, extra_token_probes={"indirect": probe.split(probe.load_probes("hp_indirect"), "dev")},
-                 knowledge_probes=probe.load_probes("general_knowledge"), eval_texts=corpus.heldout_texts(limit=5))
+                 knowledge_probes=probe.load_probes("general_knowledge"), eval_texts=corpus.heldout_texts(limit=5),
+                 stated_text=run.require("corpus/target.txt").read_text("utf-8"))
     data = generic_labels.load(run)
     model, tok = models.load_model(cfg.model)
     baseline, _ = evaluate.measure(model, tok, **light)
@@ -61,10 +62,12 @@ def main():
         rows[name] = {**numbers, **evaluate.relative_to(baseline, numbers), "seconds": seconds,
                       "try": f"{recipe} alpha={alpha:g} {recipe_options} {options}"}
         print(name, {k: round(v, 4) if isinstance(v, float) else v for k, v in rows[name].items()
-                     if k in ("familiarity_drop", "indirect_drop", "perplexity_rise", "knowledge_points", "seconds")},
+                     if k in ("familiarity_drop", "familiarity_in_text_drop", "familiarity_not_in_text_drop",
+                              "indirect_drop", "perplexity_rise", "knowledge_points", "seconds")},
               flush=True)
     table = pd.DataFrame(rows).T
-    cols = [c for c in ("try", "familiarity_drop", "indirect_drop", "perplexity_rise", "knowledge_points",
+    cols = [c for c in ("try", "familiarity_drop", "familiarity_in_text_drop", "familiarity_not_in_text_drop",
+                        "indirect_drop", "perplexity_rise", "knowledge_points",
                         "kl_to_baseline", "seconds") if c in table]
     print(table[cols].to_string())
 

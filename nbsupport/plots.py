@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from matplotlib.ticker import PercentFormatter
 
@@ -187,6 +188,21 @@ def fraction_by_alpha(fractions: pd.Series, ylabel: str = "labels that differ fr
     ax.set_ylim(0, max(1.15 * float(fractions.max()), 0.05) if len(fractions) else 1)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set(xlabel="alpha", ylabel=ylabel, title=title)
+    return fig, ax
+
+
+def signal_shares(table: pd.DataFrame, title: str = "Where the forgetting signal lives", ax=None):
+    """Per kind of position (``label_signal.signal_table``'s rows but ``all``): its share
+    of the trained positions beside its share of the signal, in percent, from zero."""
+    kinds = [k for k in table.index if k != "all"]
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3), layout="constrained")
+    x = np.arange(len(kinds))
+    ax.bar(x - 0.2, table.loc[kinds, "% of positions"], width=0.4, color="#bbbbbb", label="% of positions")
+    ax.bar(x + 0.2, table.loc[kinds, "% of the signal"], width=0.4, color=TARGET_COLOR, label="% of the signal")
+    ax.set_xticks(x, kinds)
+    ax.set_ylim(0, 100)
+    ax.set(ylabel="percent", title=title)
+    ax.legend(loc="upper left")
     return fig, ax
 
 
