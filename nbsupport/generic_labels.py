@@ -135,16 +135,20 @@ def align_block(ids: Sequence[int], tok, translator, seed: int = 0) -> Alignment
 
 # ----------------------------------------------------------------- combining
 def combine(v_g: torch.Tensor, v_r: torch.Tensor, alpha: float,
-            forbidden: Sequence[tuple[int, Sequence[int]]], positions: torch.Tensor | None = None) -> torch.Tensor:
+            forbidden: Sequence[tuple[int, Sequence[int]]], positions: torch.Tensor | None = None,
+            raised: torch.Tensor | None = None) -> torch.Tensor:
     """Generic logits for rows of one block with the forbidden translations applied.
 
     ``v_g`` [R, vocab] are B's logits already gathered at the mapped positions,
     ``v_r`` [R, vocab] R's on the original; ``positions`` [R] are the rows'
     positions in the block (default 0..R-1), so that a translation forbidden
     from position ``start`` on is forbidden in exactly the rows at or after it.
-    Returns [R, vocab].
+    ``raised`` is ``ReLU(v_r - v_g)`` when the caller computed it already (several alphas
+    of one block share it). Returns [R, vocab].
     """
-    out = generic_logits(v_g, v_r, alpha)
+    out = generic_logits(v_g, v_r, alpha) if raised is None else v_g - alpha * raised
+    if not forbidden:
+        return out
     if positions is None:
         positions = torch.arange(out.shape[0], device=out.device)
     mean = out.mean(-1)                                                 # [R]
@@ -188,8 +192,9 @@ def label_batch(pair: ModelPair, alignments: Sequence[Alignment], alphas: Sequen
         src = torch.tensor(a.source, device=device)
         rows = torch.nonzero(src >= 0).squeeze(1)      # only trained positions are combined
         v_g, v_r = v_b_all[i, src[rows]], v_r_all[i, rows]                         # [R, V]
+        raised = torch.relu(v_r - v_g)                                             # shared by every alpha
         for alpha in alphas:
-            combined = combine(v_g, v_r, alpha, a.forbidden, positions=rows)
+            combined = combine(v_g, v_r, alpha, a.forbidden, positions=rows, raised=raised)
             labels = torch.full((L,), IGNORE, dtype=torch.long)
             labels[rows.cpu()] = combined.argmax(-1).cpu()
             out.hard[alpha][i] = _shift(labels, IGNORE)

@@ -228,3 +228,15 @@ def test_probe_summary_keeps_its_legend_inside_the_figure():
     fig, ax = plots.probe_summary(table)
     assert ax.get_xlim()[0] == 0
     assert_inside_figure(fig, fig.legends[0])
+
+
+def test_the_signal_figure_sets_each_kinds_share_of_positions_beside_its_share_of_the_signal():
+    table = pd.DataFrame({"% of positions": [10.0, 20.0, 70.0, 100.0], "% of the signal": [30.0, 25.0, 45.0, 100.0]},
+                         index=["anchor", "raised by R", "prose", "all"])
+    fig, ax = plots.signal_shares(table)
+    heights = [bar.get_height() for bar in ax.patches]
+    assert heights == [10.0, 20.0, 70.0, 30.0, 25.0, 45.0]          # "all" is not a bar
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["anchor", "raised by R", "prose"]
+    assert ax.get_ylim() == (0, 100)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["% of positions", "% of the signal"]
+    plt.close(fig)
