@@ -6,7 +6,10 @@ Train B with the ORIGINAL blocks as input and the generic labels as targets.
 * ``targets="soft"``: cross-entropy against softmax of the top-k combined logits
   kept by label generation (an option beyond the paper);
 * ``kl_weight > 0``: plus KL(P_B || P_model) on generic "retain" text, which
-  holds the model near the baseline away from the target (beyond the paper).
+  holds the model near the baseline away from the target (beyond the paper);
+* ``select`` (nats, soft targets): token-selective training, the soft targets only
+  where they move away from B's own prediction by more than that, and KL(P_B || P_model)
+  at the other positions of the same blocks (``selective_loss``; beyond the paper).
 
 With LoRA (default) the unlearned model U is an adapter on B, saved in Hugging
 Face format, together with merged full weights. ``train_recipes`` and
@@ -39,6 +42,9 @@ RECIPES = {
     "paper": {"targets": "hard", "kl_weight": 0.0},
     # soft top-k targets plus a KL term on generic text (beyond the paper)
     "soft+kl": {"targets": "soft", "kl_weight": 1.0},
+    # soft+kl, token-selective: the soft targets only where they move away from B's own
+    # prediction by more than 1 nat, KL to B at the other positions (beyond the paper)
+    "selective": {"targets": "soft", "kl_weight": 1.0, "select": 1.0},
 }
 KL_BLOCKS_PER_STEP = 2   # retain blocks in each KL term (a cost/variance compromise on CPU)
 
@@ -308,7 +314,8 @@ def train_recipes(cfg, run, labels: GenericLabels, device=None, resume: bool = T
         steps = StepProbe(tok, probes, corpus.heldout_texts(limit=1), every=cfg.probe_every, path=path)
         retain = retain_blocks(tok, cfg.block_size)
         options = RECIPES[recipe]
-        print(f"--- recipe {recipe!r}: {options['targets']} targets, KL weight {options['kl_weight']:g}")
+        print(f"--- recipe {recipe!r}: {options['targets']} targets, KL weight {options['kl_weight']:g}"
+              + (f", forget only above {options['select']:g} nats" if options.get("select") is not None else ""))
         U, losses[recipe] = finetune(model, labels, cfg.alpha, run, settings, **RECIPES[recipe], retain=retain,
                                      out=f"finetune/{recipe}", callbacks=[steps], resume=resume, tok=tok)
         histories[recipe] = steps.history

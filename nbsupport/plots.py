@@ -29,6 +29,7 @@ MODEL_STYLES = {
     "baseline": ("#333333", "o"),
     "paper": ("#1f77b4", "o"),               # WHP, the paper's recipe (notebooks 05-07)
     "soft+kl": ("#9467bd", "D"),             # WHP, soft targets + KL
+    "selective": ("#0b5345", "d"),           # WHP, soft+kl trained only where the labels move away from B
     "reinforcement only": ("#8c564b", "v"),  # ablations (notebook 06)
     "anchors only": ("#e377c2", "^"),
     "both": ("#bcbd22", "P"),
