@@ -266,6 +266,17 @@ def _halves(name: str, table: pd.DataFrame, probes, stated_text: str | None = No
     return out
 
 
+def stated_numbers(tables: dict, token_probes, extra_token_probes: dict | None, stated_text: str) -> dict:
+    """The token familiarities split by what ``stated_text`` states (``<name>_in_text...``,
+    ``<name>_not_in_text...``, as ``measure`` gives them with ``stated_text``), read
+    from the tables of a measure already taken: the same probes split by another text."""
+    out = {}
+    for name, probes, table in [("token_familiarity", token_probes, tables["token"]),
+                                *((f"{k}_familiarity", v, tables[k]) for k, v in (extra_token_probes or {}).items())]:
+        out.update({k: v for k, v in _halves(name, table, probes, stated_text).items() if "in_text" in k})
+    return out
+
+
 def phrase_count(prompt: str, target: str, text: str) -> int:
     """How often ``text`` states a probe's answer phrase: one of its answers (``target``,
     alternatives split by "/") right after the prompt's last word, whole words, any case

@@ -239,6 +239,13 @@ class GenericLabels:
             raise ValueError("soft targets need top-k logits: generate labels with SOFT_TOP_K > 0")
         return self.topk_ids[float(alpha)], self.topk_values[float(alpha)]
 
+    def first(self, n: int) -> "GenericLabels":
+        """The labels of the first ``n`` blocks (a shorter text's share of these labels)."""
+        if not 1 <= n <= len(self.input_ids):
+            raise ValueError(f"give between 1 and {len(self.input_ids)} blocks, got {n}")
+        cut = lambda by_alpha: {a: t[:n] for a, t in by_alpha.items()}  # noqa: E731
+        return GenericLabels(self.input_ids[:n], cut(self.hard), cut(self.topk_ids), cut(self.topk_values))
+
     def digest(self, alpha: float, soft: bool = False) -> str:
         """Identity of what a finetune on ``alpha`` reads (blocks, labels, soft targets if used)."""
         parts = [self.input_ids, self.labels(alpha), *(self.soft(alpha) if soft else ())]

@@ -622,3 +622,16 @@ def test_token_measures_split_by_whether_the_text_states_the_answer_phrase(tiny_
             assert key not in numbers
     plain, _ = evaluate.measure(tiny_model, tiny_tokenizer, probes)
     assert not any("in_text" in k for k in plain)
+
+
+def test_a_measure_can_be_split_again_by_another_text(tiny_model, tiny_tokenizer):
+    from nbsupport import probe as probe_mod
+
+    probes = [probe_mod.TokenProbe(f"q{i}", prompt, (target,), (" the",))
+              for i, (prompt, target) in enumerate([("colours are scarlet and", " gold"), ("He rode a", " broom")])]
+    first, second = "scarlet and gold", "He rode a broom"
+    _, tables = evaluate.measure(tiny_model, tiny_tokenizer, probes)
+    for text in (first, second):
+        direct, _ = evaluate.measure(tiny_model, tiny_tokenizer, probes, stated_text=text)
+        again = evaluate.stated_numbers(tables, probes, None, text)
+        assert again == {k: v for k, v in direct.items() if "in_text" in k} and again

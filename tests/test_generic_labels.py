@@ -395,3 +395,15 @@ def test_run_stage_makes_the_four_alphas_and_the_ablation(tmp_path, tiny_R, tiny
     run.path("reinforce/adapter/adapter_model.safetensors").write_bytes(b"R2")   # notebook 02 trained R again
     labels.run_stage(run, cfg, tiny_R, tiny_tokenizer, DICT, blocks, progress=False)
     assert run.read_json("labels/meta.json")["reinforced"] != meta["reinforced"]
+
+
+def test_the_labels_of_the_first_blocks():
+    hard = {5.0: torch.arange(12).view(3, 4), 0.0: -torch.arange(12).view(3, 4)}
+    ids = {a: torch.zeros(3, 4, 2, dtype=torch.int32) for a in hard}
+    vals = {a: torch.ones(3, 4, 2, dtype=torch.float16) for a in hard}
+    data = labels.GenericLabels(torch.arange(12).view(3, 4) + 100, hard, ids, vals)
+    two = data.first(2)
+    assert torch.equal(two.input_ids, data.input_ids[:2]) and two.alphas == data.alphas
+    assert torch.equal(two.labels(0.0), hard[0.0][:2]) and two.soft(5.0)[0].shape == (2, 4, 2)
+    with pytest.raises(ValueError, match="between 1 and 3"):
+        data.first(4)
