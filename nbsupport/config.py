@@ -87,7 +87,7 @@ PARAMS: dict[str, Param] = {
     "label_batch_size": Param(4, int, _L, low=1, doc="blocks per forward pass"),
     "ablations": Param(True, bool, _L, doc='also make "reinforcement only" labels (no anchors) for notebook 06'),
     # --- finetuning (notebook 05)
-    "finetune_recipes": Param(["paper", "soft+kl"], list, _F, choices=("paper", "soft+kl", "selective"),
+    "finetune_recipes": Param(["paper", "selective"], list, _F, choices=("paper", "soft+kl", "selective"),
                               doc="see finetune.RECIPES; the first is the paper's"),
     "finetune_method": Param("lora", str, _F, choices=("lora", "full")),
     "finetune_epochs": Param(3.0, float, _F, low=0, above=True),
