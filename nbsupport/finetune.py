@@ -315,7 +315,8 @@ def train_recipes(cfg, run, labels: GenericLabels, device=None, resume: bool = T
         retain = retain_blocks(tok, cfg.block_size)
         options = RECIPES[recipe]
         print(f"--- recipe {recipe!r}: {options['targets']} targets, KL weight {options['kl_weight']:g}"
-              + (f", forget only above {options['select']:g} nats" if options.get("select") is not None else ""))
+              + (f", forget only above {options['select']:g} nat{'s' * (options['select'] != 1)}"
+                 if options.get("select") is not None else ""))
         U, losses[recipe] = finetune(model, labels, cfg.alpha, run, settings, **RECIPES[recipe], retain=retain,
                                      out=f"finetune/{recipe}", callbacks=[steps], resume=resume, tok=tok)
         histories[recipe] = steps.history
