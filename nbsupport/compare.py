@@ -237,10 +237,11 @@ STATED_COLUMNS = {
 
 def stated_split(results: dict) -> pd.DataFrame:
     """Each unlearned model's drops split by whether the training text states the probe's
-    answer phrase (``STATED_COLUMNS``; measured with ``stated_text``), one row per model."""
+    answer phrase (measured with ``stated_text``), one row per model, one column per
+    ``STATED_COLUMNS`` key (``tabular.show`` gives them their short headers)."""
     base = results["baseline"]
     rows = {name: evaluate.relative_to(base, numbers) for name, numbers in results.items() if name != "baseline"}
-    return pd.DataFrame({name: {short: row.get(key) for short, (key, _) in STATED_COLUMNS.items()}
+    return pd.DataFrame({name: {key: row.get(key) for key, _ in STATED_COLUMNS.values()}
                          for name, row in rows.items()}).T
 
 

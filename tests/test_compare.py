@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from peft import LoraConfig, get_peft_model
 
-from nbsupport import compare, config, evaluate, measure_memo, models, probe, runs, scoring
+from nbsupport import compare, config, evaluate, measure_memo, models, probe, runs, scoring, tabular
 from nbsupport.pair import ModelPair
 
 OWL = probe.TokenProbe("owl-001", "The owl flew over the", (" castle",), (" mat",))
@@ -216,9 +216,13 @@ def test_with_the_split_the_forgetting_target_is_read_on_what_the_text_states():
     assert "probes of the report half whose answer phrase the training text states" in verdict[0]
     assert verdict[1].startswith("paper: forgetting 95.0% (met)")            # 0.200 -> 0.010
     assert verdict[2].startswith("soft+kl: forgetting 85.0% (missed by 5.0 points)")   # 0.200 -> 0.030
-    split = compare.stated_split(results)
+    # as notebook 06 shows it: the short headers of STATED_COLUMNS over the numbers
+    split, legend = tabular.compact(compare.stated_split(results), compare.STATED_COLUMNS,
+                                    percent=tuple(compare.STATED_COLUMNS))
     assert list(split.index) == ["paper", "soft+kl"]
+    assert list(split.columns) == list(compare.STATED_COLUMNS)
     assert split.loc["paper", "in text"] == pytest.approx(80.0)              # 0.150 -> 0.030
     assert split.loc["soft+kl", "not in text"] == pytest.approx(50.0)        # 0.050 -> 0.025
     assert split.loc["soft+kl", "indirect in text"] == pytest.approx(0.0)
     assert split["indirect not in text"].isna().all()                         # not measured: empty
+    assert legend.startswith("in text: % of the token familiarity gone")
