@@ -243,7 +243,7 @@ def tradeoff(points: pd.DataFrame, title: str = "Forgetting against keeping", ax
     fig, ax, own = _figure(ax, (8.5, 4.8))
     steps = {g: g.split(":", 1)[1].strip() for g in points["group"].unique() if str(g).startswith("steps")}
     styles = model_styles([*points.loc[~points["group"].isin(list(steps)), "name"], *steps.values()])
-    ax.axhspan(90, 100, color=BAND_COLOR, zorder=0, label="target: drop >= 90%")
+    ax.axhspan(90, 100, color=BAND_COLOR, zorder=0, label="drop >= 90%, all probes")
     ax.axvline(PERPLEXITY_LIMIT_PCT, color=NEUTRAL_COLOR, linestyle="--", linewidth=1,
                label=f"perplexity limit (+{PERPLEXITY_LIMIT_PCT:g}%)")
     labelled = []
