@@ -114,7 +114,7 @@ def test_tradeoff_points_share_their_step_lines_colour_and_the_band_is_apart():
     assert len(model_points) == 6
     assert len({(hex_of(p), p.get_marker()) for p in model_points}) == 6
     assert len({hex_of(p) for p in model_points}) == 6
-    band = next(p for p in ax.patches if p.get_label().startswith("target"))
+    band = next(p for p in ax.patches if p.get_label().startswith("drop >= 90%"))
     assert to_hex(band.get_facecolor()) not in {hex_of(line) for line in lines.values()}
     assert ax.get_ylim()[0] == 0 and ax.get_xlim()[0] == 0   # percentages from zero
 
