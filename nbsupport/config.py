@@ -141,10 +141,12 @@ PROFILES: dict[str, dict[str, Any]] = {
               "method_probe_every": 4, "relearn_steps": [0, 2], "attack_probes": 4},
     # The embedded model with full CPU budgets (a laptop; about 30 minutes in all).
     "cpu": dict(_CPU),
-    # The embedded model on all of the built-in text (74K tokens, 9x the cpu profile's):
-    # one reinforcement epoch, one finetuning epoch, no ablation labels.
-    "full": {**_CPU, "corpus_tokens": None, "reinforce_epochs": 1.0, "finetune_epochs": 1.0,
-             "ablations": False},
+    # The embedded model on all of the built-in text (74K tokens, 9x the cpu profile's): R
+    # held to 16 reinforcement steps, as many as the cpu profile's (a longer R raised the text's
+    # own phrasing and made the labels forget less at more cost: docs/experiments/
+    # 2026-12-08-forgetting-and-text-size.md), one finetuning epoch, no ablation labels.
+    "full": {**_CPU, "corpus_tokens": None, "reinforce_epochs": 1.0, "reinforce_max_steps": 16,
+             "finetune_epochs": 1.0, "ablations": False},
     # The cpu profile plus the alpha and learning-rate sweeps (notebooks 05-06).
     "sweeps": {**_CPU, "sweep_alphas": [2.5, 10.0], "sweep_lrs": [1e-4]},
     # A Colab-class GPU (T4 16 GB or better) and a larger model.
